@@ -1,0 +1,278 @@
+"""Configuration defaults.
+
+``_C`` holds the detectron2-style keys this project shares with detectron2 (same names, same
+meaning). :func:`add_multitask_config` adds the keys that are new in this project. Neither mutates
+anything at import time: :func:`get_cfg` returns a fresh copy with both applied.
+
+Keys that do not exist are refused by fvcore's ``CfgNode`` when a yaml file or a command-line
+override names them (``KeyError: 'Non-existent config key: ...'``).
+"""
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore ``CfgNode`` whose ``merge_from_file`` refuses unknown keys by their full name.
+
+    fvcore already refuses them; this subclass only adds the file name to the message so a typo
+    in a yaml is found at once.
+    """
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        try:
+            super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
+        except KeyError as e:
+            raise KeyError(f"{e.args[0]} (in config file {cfg_filename})") from None
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        if len(cfg_list) % 2 != 0:
+            raise ValueError(
+                f"Config overrides must be KEY VALUE pairs, got an odd number: {cfg_list}"
+            )
+        try:
+            super().merge_from_list(cfg_list)
+        except KeyError as e:
+            raise KeyError(f"{e.args[0]} (in command-line overrides)") from None
+
+
+_C = CfgNode()
+_C.VERSION = 2
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+_C.MODEL.META_ARCHITECTURE = "MultiTaskRCNN"
+_C.MODEL.DEVICE = "cuda"
+_C.MODEL.WEIGHTS = ""
+_C.MODEL.MASK_ON = True
+_C.MODEL.KEYPOINT_ON = True
+# BGR means/stds of the pixels, as detectron2 (images are read as BGR uint8)
+_C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
+_C.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]
+
+_C.MODEL.BACKBONE = CfgNode()
+_C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+_C.MODEL.BACKBONE.FREEZE_AT = 2
+
+_C.MODEL.RESNETS = CfgNode()
+_C.MODEL.RESNETS.DEPTH = 50
+_C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.RESNETS.NORM = "FrozenBN"
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = False  # torchvision puts the stride in the 3x3 conv
+_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # res2..res5
+_C.MODEL.RESNETS.DEFORM_MODULATED = True
+_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1
+# Channel width of res2's 3x3 convs (64 for ResNet-18..152)
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+
+_C.MODEL.FPN = CfgNode()
+_C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.FPN.OUT_CHANNELS = 256
+
+_C.MODEL.ANCHOR_GENERATOR = CfgNode()
+_C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+
+_C.MODEL.RPN = CfgNode()
+_C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+_C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.NMS_THRESH = 0.7
+_C.MODEL.RPN.LOSS_WEIGHT = 1.0
+
+_C.MODEL.ROI_HEADS = CfgNode()
+_C.MODEL.ROI_HEADS.NAME = "MultiTaskROIHeads"
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 1  # person
+_C.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+_C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE = 100
+
+_C.MODEL.ROI_BOX_HEAD = CfgNode()
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 2
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = [10.0, 10.0, 5.0, 5.0]
+_C.MODEL.ROI_BOX_HEAD.LOSS_WEIGHT = 1.0
+
+_C.MODEL.ROI_MASK_HEAD = CfgNode()
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # masks are predicted at 2x this: 28x28
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 2
+_C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0
+
+_C.MODEL.ROI_KEYPOINT_HEAD = CfgNode()
+_C.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = 17
+_C.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = tuple(512 for _ in range(8))
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION = 14  # heatmaps are predicted at 4x this: 56x56
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO = 2
+_C.MODEL.ROI_KEYPOINT_HEAD.LOSS_WEIGHT = 1.0
+# Images whose proposals carry fewer visible keypoints than this are not used for the keypoint head
+_C.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 1
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+_C.INPUT = CfgNode()
+_C.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+_C.INPUT.FORMAT = "BGR"
+_C.INPUT.RANDOM_FLIP = "horizontal"
+
+# ---------------------------------------------------------------------------------------------
+# Datasets and data loader
+# ---------------------------------------------------------------------------------------------
+_C.DATASETS = CfgNode()
+_C.DATASETS.TRAIN = ("keypoints_coco_2017_train",)
+_C.DATASETS.TEST = ("keypoints_coco_2017_val",)
+
+_C.DATALOADER = CfgNode()
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+_C.SOLVER.OPTIMIZER = "SGD"
+_C.SOLVER.MAX_ITER = 90000
+_C.SOLVER.BASE_LR = 0.02
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 0.0001
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.STEPS = (60000, 80000)
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
+_C.SOLVER.WARMUP_ITERS = 1000
+_C.SOLVER.WARMUP_METHOD = "linear"
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+_C.SOLVER.IMS_PER_BATCH = 16
+_C.SOLVER.CLIP_GRADIENTS = CfgNode()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+_C.SOLVER.AMP = CfgNode()
+_C.SOLVER.AMP.ENABLED = False
+
+# ---------------------------------------------------------------------------------------------
+# Test
+# ---------------------------------------------------------------------------------------------
+_C.TEST = CfgNode()
+_C.TEST.EVAL_PERIOD = 0
+# [[task, metric, value, tolerance], ...] checked after evaluation, as in detectron2
+_C.TEST.EXPECTED_RESULTS = []
+# COCO keypoint OKS sigmas; empty = COCO's own
+_C.TEST.KEYPOINT_OKS_SIGMAS = []
+_C.TEST.DETECTIONS_PER_IMAGE = 100
+
+_C.OUTPUT_DIR = "./output"
+_C.SEED = -1
+_C.CUDNN_BENCHMARK = False
+_C.VIS_PERIOD = 0
+
+
+def add_multitask_config(cfg: CfgNode) -> None:
+    """Add this project's keys to ``cfg`` (in place). Call before ``merge_from_file``."""
+    _C = cfg  # noqa: N806  (keeps the ``_C.X = ...`` look of detectron2's config files)
+
+    # --- keypoint head: offset refinement (report eqs. 2-6) and deformable convs ------------
+    # Use modulated deformable 3x3 convs in the keypoint head ("RB+H")
+    _C.MODEL.ROI_KEYPOINT_HEAD.DEFORM_ON = False
+    # Use DCNv2 (offsets + sigmoid mask) for the keypoint head's deformable convs
+    _C.MODEL.ROI_KEYPOINT_HEAD.DEFORM_MODULATED = True
+    # Predict 2K offset maps and refine heatmaps as y(p) = x(p + dp(p))
+    _C.MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT = True
+    # Keypoint loss: "softmax_ce" (detectron2, one-hot target) or "gaussian_mse" (report, sigma=1)
+    _C.MODEL.ROI_KEYPOINT_HEAD.LOSS_TYPE = "softmax_ce"
+    # Standard deviation, in heatmap cells, of the Gaussian targets of "gaussian_mse"
+    _C.MODEL.ROI_KEYPOINT_HEAD.GAUSSIAN_SIGMA = 1.0
+    # Heatmap side length the keypoint head predicts (56 = 4x a 14x14 pooler)
+    _C.MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE = 56
+
+    # --- post-processors after the ROI heads ----------------------------------------------
+    # Ordered names from POSTPROCESSOR_REGISTRY run on each image's predictions, e.g.
+    # ["PoseResidualNetwork", "ActivityClassifier"]
+    _C.MODEL.POSTPROCESSORS = []
+
+    # --- Pose Residual Network (MultiPoseNet) ---------------------------------------------
+    _C.MODEL.PRN = CfgNode()
+    # Weights of the PRN alone ("" = taken from the full model checkpoint)
+    _C.MODEL.PRN.WEIGHTS = ""
+    # Heatmap height and width of the PRN input/output (MultiPoseNet: 56x36)
+    _C.MODEL.PRN.HEATMAP_SIZE = [56, 36]
+    # Hidden width of the residual MLP
+    _C.MODEL.PRN.HIDDEN_DIM = 1024
+    # Dropout of the residual MLP
+    _C.MODEL.PRN.DROPOUT = 0.5
+    # Each box is enlarged by this fraction of its size on every side before encoding
+    _C.MODEL.PRN.BOX_MARGIN = 0.1
+    # Std (heatmap cells) of the Gaussian peaks of the PRN input
+    _C.MODEL.PRN.SIGMA = 1.0
+    # Keep the keypoint head's keypoint where the PRN's peak probability is below this
+    _C.MODEL.PRN.MIN_CONFIDENCE = 0.05
+
+    # --- activity classifier ------------------------------------------------------------
+    _C.MODEL.ACTIVITY = CfgNode()
+    # Weights of the activity MLP alone ("" = taken from the full model checkpoint)
+    _C.MODEL.ACTIVITY.WEIGHTS = ""
+    # Activity class names, in output order
+    _C.MODEL.ACTIVITY.CLASSES = ["walking", "running", "sitting", "standing"]
+    # Hidden layer widths of the MLP (blog: 3072 -> 128)
+    _C.MODEL.ACTIVITY.HIDDEN_DIMS = [3072, 128]
+    # Dropout after each hidden layer
+    _C.MODEL.ACTIVITY.DROPOUT = 0.3
+    # Append a per-keypoint visibility mask to the 34-vector so missing joints are explicit
+    _C.MODEL.ACTIVITY.USE_VISIBILITY = True
+    # Keypoints with a score below this count as missing for the classifier
+    _C.MODEL.ACTIVITY.KEYPOINT_THRESHOLD = 0.05
+
+    # --- datasets ------------------------------------------------------------------------
+    # Extra COCO-format datasets to register: [[name, json_file, image_root], ...]
+    _C.DATASETS.REGISTER = []
+
+    # --- input augmentation (MultiPoseNet recipe; off by default) --------------------------
+    _C.INPUT.ROTATION = CfgNode()
+    # Random rotation in degrees drawn from [-ANGLE, ANGLE]; 0 disables it
+    _C.INPUT.ROTATION.ANGLE = 0.0
+    # Probability of applying the rotation to an image
+    _C.INPUT.ROTATION.PROB = 0.5
+    _C.INPUT.SCALE = CfgNode()
+    # Random extra scale drawn from [MIN, MAX] after the resize; [1.0, 1.0] disables it
+    _C.INPUT.SCALE.RANGE = [1.0, 1.0]
+
+    # --- solver --------------------------------------------------------------------------
+    # Final LR factor of the cosine schedule (LR_SCHEDULER_NAME = "WarmupCosineLR")
+    _C.SOLVER.COSINE_END_FACTOR = 0.0
+    # Betas of AdamW (SOLVER.OPTIMIZER = "AdamW")
+    _C.SOLVER.BETAS = [0.9, 0.999]
+    # Log to the console and metrics.json every this many iterations
+    _C.SOLVER.LOG_PERIOD = 20
+
+    # --- test / visualisation ------------------------------------------------------------
+    # After evaluation, draw predictions for this many test images into OUTPUT_DIR/vis
+    _C.TEST.VIS_NUM_IMAGES = 0
+    # Score threshold of the drawn predictions
+    _C.TEST.VIS_SCORE_THRESH = 0.5
+
+
+def get_cfg() -> CfgNode:
+    """Return a fresh copy of the defaults with :func:`add_multitask_config` applied."""
+    cfg = _C.clone()
+    add_multitask_config(cfg)
+    return cfg

@@ -1,0 +1,3 @@
+from .instances import Instances
+
+__all__ = ["Instances"]
