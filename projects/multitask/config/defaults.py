@@ -116,8 +116,7 @@ _C.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = tuple(512 for _ in range(8))
 _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION = 14  # heatmaps are predicted at 4x this: 56x56
 _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO = 2
 _C.MODEL.ROI_KEYPOINT_HEAD.LOSS_WEIGHT = 1.0
-# Images whose proposals carry fewer visible keypoints than this are not used for the keypoint head
-_C.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 1
+_C.MODEL.ROI_KEYPOINT_HEAD.NAME = "OffsetRefinedKeypointHead"
 
 # ---------------------------------------------------------------------------------------------
 # Input

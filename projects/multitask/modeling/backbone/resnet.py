@@ -1,0 +1,194 @@
+"""ResNet-18/34/50/101/152 with torchvision's module names and optional deformable 3x3 convs.
+
+The network *is* torchvision's ``ResNet`` (so an ImageNet state dict from torchvision loads without
+renaming); this file only swaps the norm layer, replaces the 3x3 conv of chosen stages by a
+:class:`ModulatedDeformConv2d` (which keeps the ``conv2.weight`` name), freezes early stages, and
+returns the stage outputs ``res2..res5``.
+"""
+import logging
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+from torchvision.ops import FrozenBatchNorm2d
+
+from ..layers import ModulatedDeformConv2d
+
+logger = logging.getLogger(__name__)
+
+_DEPTHS = {
+    18: (tv_resnet.BasicBlock, [2, 2, 2, 2]),
+    34: (tv_resnet.BasicBlock, [3, 4, 6, 3]),
+    50: (tv_resnet.Bottleneck, [3, 4, 6, 3]),
+    101: (tv_resnet.Bottleneck, [3, 4, 23, 3]),
+    152: (tv_resnet.Bottleneck, [3, 8, 36, 3]),
+}
+_STAGE_NAMES = ("res2", "res3", "res4", "res5")  # torchvision: layer1..layer4
+
+
+def _norm_layer(norm: str):
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d
+    if norm == "BN":
+        return nn.BatchNorm2d
+    raise ValueError(f"MODEL.RESNETS.NORM: unknown norm '{norm}' (use 'FrozenBN' or 'BN')")
+
+
+class ResNet(nn.Module):
+    """ResNet trunk returning ``{"res2": C2, "res3": C3, "res4": C4, "res5": C5}``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        out_features: stage names to return.
+        norm: "FrozenBN" or "BN".
+        freeze_at: 0 = train everything; 1 = freeze the stem; k >= 2 also freezes res2..res_k.
+        deform_on_per_stage: four booleans (res2..res5) for deformable 3x3 convs.
+        deform_modulated: DCNv2 (offsets + mask) instead of DCNv1.
+        deform_num_groups: offset groups of the deformable convs.
+
+    Input ``(N, 3, H, W)`` normalised image; output strides are 4, 8, 16, 32.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        out_features: Sequence[str] = _STAGE_NAMES,
+        norm: str = "FrozenBN",
+        freeze_at: int = 2,
+        deform_on_per_stage: Sequence[bool] = (False, False, False, False),
+        deform_modulated: bool = True,
+        deform_num_groups: int = 1,
+        width_per_group: int = 64,
+    ):
+        super().__init__()
+        if depth not in _DEPTHS:
+            raise ValueError(f"MODEL.RESNETS.DEPTH: {depth} is not one of {sorted(_DEPTHS)}")
+        if len(deform_on_per_stage) != 4:
+            raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 booleans (res2..res5)")
+        unknown = set(out_features) - set(_STAGE_NAMES)
+        if unknown:
+            raise ValueError(f"MODEL.RESNETS.OUT_FEATURES: unknown stages {sorted(unknown)}")
+        block, layers = _DEPTHS[depth]
+        if block is tv_resnet.BasicBlock and width_per_group != 64:
+            raise ValueError("ResNet-18/34 only support MODEL.RESNETS.WIDTH_PER_GROUP = 64")
+        trunk = tv_resnet.ResNet(
+            block, layers, width_per_group=width_per_group, norm_layer=_norm_layer(norm)
+        )
+        # torchvision's names, without the classifier
+        self.conv1, self.bn1, self.relu, self.maxpool = (
+            trunk.conv1,
+            trunk.bn1,
+            trunk.relu,
+            trunk.maxpool,
+        )
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            trunk.layer1,
+            trunk.layer2,
+            trunk.layer3,
+            trunk.layer4,
+        )
+        self.out_features = list(out_features)
+        self.block_expansion = block.expansion
+        self._out_channels = {
+            name: 64 * 2**i * block.expansion for i, name in enumerate(_STAGE_NAMES)
+        }
+
+        for stage, deform in zip(self.stages(), deform_on_per_stage):
+            if deform:
+                for blk in stage:
+                    blk.conv2 = _to_deformable(blk.conv2, deform_modulated, deform_num_groups)
+        self.freeze(freeze_at)
+
+    def stages(self) -> List[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    @property
+    def out_channels(self) -> Dict[str, int]:
+        return {k: self._out_channels[k] for k in self.out_features}
+
+    @property
+    def strides(self) -> Dict[str, int]:
+        return {name: 4 * 2**i for i, name in enumerate(_STAGE_NAMES)}
+
+    def freeze(self, freeze_at: int) -> None:
+        """detectron2's FREEZE_AT: 1 freezes the stem, k >= 2 also freezes res2..res_k."""
+        modules = [nn.ModuleList([self.conv1, self.bn1])] + self.stages()
+        for m in modules[: max(freeze_at, 0)]:
+            for p in m.parameters():
+                p.requires_grad_(False)
+            for sub in m.modules():
+                if isinstance(sub, nn.BatchNorm2d):
+                    sub.eval()
+                    sub.track_running_stats = False
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out = OrderedDict()
+        for name, stage in zip(_STAGE_NAMES, self.stages()):
+            x = stage(x)
+            if name in self.out_features:
+                out[name] = x
+            if name == self.out_features[-1]:
+                break
+        return out
+
+
+def _to_deformable(conv: nn.Conv2d, modulated: bool, groups: int) -> ModulatedDeformConv2d:
+    dconv = ModulatedDeformConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        deformable_groups=groups,
+        bias=conv.bias is not None,
+        modulated=modulated,
+    )
+    with torch.no_grad():
+        dconv.weight.copy_(conv.weight)
+    return dconv
+
+
+def build_resnet(cfg) -> ResNet:
+    r = cfg.MODEL.RESNETS
+    return ResNet(
+        depth=r.DEPTH,
+        out_features=r.OUT_FEATURES,
+        norm=r.NORM,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        deform_on_per_stage=r.DEFORM_ON_PER_STAGE,
+        deform_modulated=r.DEFORM_MODULATED,
+        deform_num_groups=r.DEFORM_NUM_GROUPS,
+        width_per_group=r.WIDTH_PER_GROUP,
+    )
+
+
+def load_torchvision_resnet_state_dict(
+    resnet: ResNet, state_dict: Mapping[str, torch.Tensor]
+) -> Tuple[List[str], List[str]]:
+    """Load a torchvision-named ResNet state dict (e.g. ImageNet weights) into ``resnet``.
+
+    The classifier (``fc.*``) is dropped. Returns ``(missing, unexpected)`` key lists; for a
+    deformable backbone the only missing keys are the zero-initialised ``conv_offset`` branches.
+    BatchNorm statistics (``num_batches_tracked``) that FrozenBatchNorm2d does not keep are
+    ignored.
+    """
+    sd = {
+        k: v
+        for k, v in state_dict.items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
+    own = resnet.state_dict()
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape:
+            raise ValueError(
+                f"Backbone weight '{k}' has shape {tuple(v.shape)} in the checkpoint but "
+                f"{tuple(own[k].shape)} in the model (wrong MODEL.RESNETS.DEPTH?)"
+            )
+    result = resnet.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    return missing, list(result.unexpected_keys)

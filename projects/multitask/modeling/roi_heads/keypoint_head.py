@@ -1,0 +1,98 @@
+"""Keypoint head with heatmap refinement by learned offsets (report section 3.2.3)."""
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
+from fvcore.common.registry import Registry
+from torch import nn
+
+from ..layers import ModulatedDeformConv2d
+from .keypoint_codec import refine_heatmaps
+
+ROI_KEYPOINT_HEAD_REGISTRY = Registry("ROI_KEYPOINT_HEAD")
+ROI_KEYPOINT_HEAD_REGISTRY.__doc__ = """
+Registry for keypoint heads. A registered class is built as ``cls(**cls.from_config(cfg, C))``
+(or ``cls(cfg, C)`` without ``from_config``), ``C`` the ROI feature channels, and maps
+pooled ROI features ``(R, C, P, P)`` to a dict with ``"heatmaps"`` ``(R, K, S, S)`` (the maps that
+are supervised and decoded) and optionally ``"raw_heatmaps"`` and ``"offsets"``.
+"""
+
+
+@ROI_KEYPOINT_HEAD_REGISTRY.register()
+class OffsetRefinedKeypointHead(nn.Module):
+    """Conv stack + deconv/upsample predicting K heatmaps and 2K offset maps.
+
+    ``conv_dims`` 3x3 convs (deformable when ``deform_on``: the report's "H") with ReLU, then a
+    4x4 stride-2 transposed conv and a 2x bilinear upsample: 14x14 ROI features -> 56x56 maps.
+    With ``offset_refinement`` the predictor has ``3K`` channels: K heatmaps ``x`` and per
+    keypoint an offset field ``(dx, dy)``; the output heatmap is ``y(p) = x(p + dp(p))``.
+    The offset channels start at zero, so training starts from the plain heatmap.
+
+    Forward: ``(R, C, 14, 14)`` -> dict ``heatmaps (R, K, 56, 56)`` (refined),
+    ``raw_heatmaps (R, K, 56, 56)`` and ``offsets (R, 2K, 56, 56)`` (when refining).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int = 17,
+        conv_dims: Sequence[int] = (512,) * 8,
+        deform_on: bool = False,
+        deform_modulated: bool = True,
+        offset_refinement: bool = True,
+        up_scale: int = 2,
+    ):
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        self.offset_refinement = offset_refinement
+        self.up_scale = up_scale
+        layers = []
+        c = in_channels
+        for i, dim in enumerate(conv_dims):
+            if deform_on:
+                conv = ModulatedDeformConv2d(c, dim, 3, padding=1, modulated=deform_modulated)
+            else:
+                conv = nn.Conv2d(c, dim, 3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU(inplace=True)]
+            c = dim
+        self.convs = nn.Sequential(*layers)
+        out = num_keypoints * (3 if offset_refinement else 1)
+        self.score_lowres = nn.ConvTranspose2d(c, out, kernel_size=4, stride=2, padding=1)
+        nn.init.kaiming_normal_(self.score_lowres.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.score_lowres.bias)
+        if offset_refinement:
+            with torch.no_grad():
+                self.score_lowres.weight[:, num_keypoints:].zero_()
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> Dict:
+        k = cfg.MODEL.ROI_KEYPOINT_HEAD
+        return dict(
+            in_channels=in_channels,
+            num_keypoints=k.NUM_KEYPOINTS,
+            conv_dims=k.CONV_DIMS,
+            deform_on=k.DEFORM_ON,
+            deform_modulated=k.DEFORM_MODULATED,
+            offset_refinement=k.OFFSET_REFINEMENT,
+            up_scale=k.HEATMAP_SIZE // (2 * k.POOLER_RESOLUTION),
+        )
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = self.score_lowres(self.convs(x))
+        if self.up_scale != 1:
+            x = F.interpolate(x, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
+        k = self.num_keypoints
+        if not self.offset_refinement:
+            return {"heatmaps": x}
+        raw, offsets = x[:, :k], x[:, k:]
+        return {"heatmaps": refine_heatmaps(raw, offsets), "raw_heatmaps": raw, "offsets": offsets}
+
+
+def build_keypoint_head(cfg, in_channels: int) -> nn.Module:
+    """Build ``cfg.MODEL.ROI_KEYPOINT_HEAD.NAME`` from :data:`ROI_KEYPOINT_HEAD_REGISTRY`."""
+    cls = ROI_KEYPOINT_HEAD_REGISTRY.get(cfg.MODEL.ROI_KEYPOINT_HEAD.NAME)
+    if hasattr(cls, "from_config"):
+        return cls(**cls.from_config(cfg, in_channels))
+    return cls(cfg, in_channels)
