@@ -159,6 +159,8 @@ class MultiTaskRCNN(nn.Module):
         }
         if self.mask_on:
             target["masks"] = inst.gt_masks.to(self.device)
+            if inst.has("gt_mask_valid"):  # False: annotation without a segmentation
+                target["mask_valid"] = inst.gt_mask_valid.to(self.device)
         if self.keypoint_on:
             target["keypoints"] = inst.gt_keypoints.to(self.device, torch.float32)
         return target

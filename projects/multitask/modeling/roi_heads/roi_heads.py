@@ -178,6 +178,14 @@ class MultiTaskROIHeads(RoIHeads):
 
     def _forward_mask(self, features, boxes, image_shapes, targets=None, matched_idxs=None):
         """Training: ``{"loss_mask"}`` on positive proposals. Inference: mask logits (R, C, 28, 28)."""
+        if self.training and any("mask_valid" in t for t in targets):
+            # people annotated without a segmentation train the box and keypoint heads only
+            keep = [
+                t["mask_valid"][idx] if "mask_valid" in t else torch.ones_like(idx, dtype=torch.bool)
+                for t, idx in zip(targets, matched_idxs)
+            ]
+            boxes = [b[k] for b, k in zip(boxes, keep)]
+            matched_idxs = [i[k] for i, k in zip(matched_idxs, keep)]
         x = self.mask_predictor_(self.mask_convs(self.mask_pooler(features, boxes, image_shapes)))
         if not self.training:
             return x

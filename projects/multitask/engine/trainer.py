@@ -1,0 +1,231 @@
+"""The training loop, as detectron2's ``DefaultTrainer``: build, resume, train, evaluate.
+
+One iteration: next batch -> losses -> finite check -> backward (AMP on CUDA when enabled) ->
+optional gradient clipping -> optimizer step -> LR step -> metrics -> periodic checkpoint /
+evaluation. Everything a run writes goes to ``cfg.OUTPUT_DIR``: ``log.txt``, ``metrics.json``,
+TensorBoard events, ``model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoint`` and the
+evaluators' result files.
+"""
+import logging
+import os
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Dict, List, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..modeling import build_model
+from ..utils import comm
+from .checkpoint import MultiTaskCheckpointer
+from .events import MetricStorage, default_writers
+from .solver import build_lr_scheduler, build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Train ``build_model(cfg)`` on ``cfg.DATASETS.TRAIN`` and evaluate on ``cfg.DATASETS.TEST``.
+
+    Usage::
+
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+    """
+
+    def __init__(self, cfg):
+        from ..data import build_detection_train_loader
+
+        self.cfg = cfg
+        model = build_model(cfg)
+        # post-processors (PRN, activity) are trained by their own tools, not here
+        for p in model.postprocessors.parameters():
+            p.requires_grad_(False)
+        self.device = next(model.parameters()).device
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        self.data_loader = build_detection_train_loader(cfg)
+        self._data_iter = iter(self.data_loader)
+        if comm.get_world_size() > 1:
+            model = DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=False,
+            )
+        self.model = model
+        self.checkpointer = MultiTaskCheckpointer(
+            _unwrap(model),
+            cfg.OUTPUT_DIR,
+            save_to_disk=comm.is_main_process(),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+        )
+        self.amp = bool(cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda"
+        if cfg.SOLVER.AMP.ENABLED and not self.amp:
+            logger.warning("SOLVER.AMP.ENABLED is ignored on %s (AMP is used on CUDA)", self.device)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.iter = 0
+
+    # ---------------------------------------------------------------------------------
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Resume from ``OUTPUT_DIR/last_checkpoint`` (model, optimizer, scheduler, iteration)
+        when ``resume`` and it exists; otherwise load ``MODEL.WEIGHTS`` (if set) and start at 0."""
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and "iteration" in extra:
+            self.start_iter = int(extra["iteration"]) + 1
+            logger.info("Resuming from iteration %d", self.start_iter)
+        comm.synchronize()
+
+    def train(self) -> Optional[Dict]:
+        """Run iterations ``start_iter .. MAX_ITER - 1``; returns the final evaluation results."""
+        cfg = self.cfg
+        logger.info("Starting training from iteration %d", self.start_iter)
+        storage = MetricStorage(self.start_iter, window=20)
+        writers = default_writers(cfg.OUTPUT_DIR, self.max_iter) if comm.is_main_process() else []
+        log_period = max(1, cfg.SOLVER.LOG_PERIOD)
+        ckpt_period = cfg.SOLVER.CHECKPOINT_PERIOD
+        eval_period = cfg.TEST.EVAL_PERIOD
+        results = None
+        self.model.train()
+        start = time.perf_counter()
+        try:
+            for self.iter in range(self.start_iter, self.max_iter):
+                storage.iter = self.iter
+                self.run_step(storage)
+                it1 = self.iter + 1
+                last = it1 == self.max_iter
+                log_now = it1 % log_period == 0 or last or self.iter == self.start_iter
+                if comm.is_main_process() and log_now:
+                    for w in writers:
+                        w.write(storage)
+                if ckpt_period > 0 and it1 % ckpt_period == 0 and not last:
+                    self.checkpointer.save(f"model_{self.iter:07d}", iteration=self.iter)
+                if eval_period > 0 and it1 % eval_period == 0 and not last:
+                    results = self.test(cfg, self.model)
+                    self.model.train()
+                    comm.synchronize()
+        finally:
+            for w in writers:
+                w.close()
+        if self.start_iter < self.max_iter:
+            total = time.perf_counter() - start
+            n = self.max_iter - self.start_iter
+            logger.info(
+                "Overall training speed: %d iterations in %.1f s (%.4f s / it)", n, total, total / n
+            )
+            self.checkpointer.save("model_final", iteration=self.max_iter - 1)
+        if len(cfg.DATASETS.TEST):
+            results = self.test(cfg, self.model)
+            if comm.is_main_process() and cfg.TEST.EXPECTED_RESULTS:
+                from ..evaluation import verify_results
+
+                if not verify_results(cfg, results):
+                    raise RuntimeError("Evaluation results are below TEST.EXPECTED_RESULTS")
+        return results
+
+    def run_step(self, storage: MetricStorage) -> None:
+        t0 = time.perf_counter()
+        batch = next(self._data_iter)
+        data_time = time.perf_counter() - t0
+        autocast = torch.autocast("cuda") if self.amp else nullcontext()
+        with autocast:
+            loss_dict = self.model(batch)
+        losses = sum(loss_dict.values())
+        check_finite_losses(loss_dict, self.iter)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            self._clip_gradients()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            losses.backward()
+            self._clip_gradients()
+            self.optimizer.step()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        reduced = comm.reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        metrics = {k: float(v) for k, v in reduced.items()}
+        storage.put_scalars(
+            total_loss=sum(metrics.values()),
+            lr=lr,
+            time=time.perf_counter() - t0,
+            data_time=data_time,
+            **metrics,
+        )
+
+    def _clip_gradients(self) -> None:
+        c = self.cfg.SOLVER.CLIP_GRADIENTS
+        if not c.ENABLED:
+            return
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if c.CLIP_TYPE == "norm":
+            torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, norm_type=c.NORM_TYPE)
+        elif c.CLIP_TYPE == "value":
+            torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
+        else:
+            raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE: unknown '{c.CLIP_TYPE}'")
+
+    # ---------------------------------------------------------------------------------
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
+        from ..evaluation import COCOEvaluator
+
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(
+            dataset_name,
+            tasks=_tasks(cfg),
+            distributed=True,
+            output_dir=output_folder,
+            kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+            activity_classes=cfg.MODEL.ACTIVITY.CLASSES,
+        )
+
+    @classmethod
+    def test(cls, cfg, model) -> "OrderedDict[str, Dict]":
+        """Evaluate ``model`` on every ``cfg.DATASETS.TEST`` dataset; logs detectron2 tables."""
+        from ..data import build_detection_test_loader
+        from ..evaluation import inference_on_dataset, print_csv_format
+
+        results = OrderedDict()
+        for name in cfg.DATASETS.TEST:
+            loader = build_detection_test_loader(cfg, name)
+            evaluator = cls.build_evaluator(cfg, name)
+            res = inference_on_dataset(model, loader, evaluator)
+            results[name] = res
+            if comm.is_main_process() and res:
+                logger.info("Evaluation results for %s in csv format:", name)
+                print_csv_format(res)
+        if len(results) == 1:
+            results = list(results.values())[0]
+        return results
+
+
+def _tasks(cfg) -> List[str]:
+    tasks = ["bbox"]
+    if cfg.MODEL.MASK_ON:
+        tasks.append("segm")
+    if cfg.MODEL.KEYPOINT_ON:
+        tasks.append("keypoints")
+    return tasks
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def check_finite_losses(loss_dict: Dict[str, torch.Tensor], iteration: int) -> None:
+    """Stop with a message naming the iteration and every loss when one is NaN or infinite."""
+    bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
+    if bad:
+        values = ", ".join(f"{k}={float(v):.6g}" for k, v in loss_dict.items())
+        raise FloatingPointError(
+            f"Loss became infinite or NaN at iteration={iteration} ({', '.join(bad)})!\n"
+            f"losses: {values}"
+        )
