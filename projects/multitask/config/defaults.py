@@ -28,6 +28,15 @@ class CfgNode(_FvCfgNode):
             raise ValueError(
                 f"Config overrides must be KEY VALUE pairs, got an odd number: {cfg_list}"
             )
+        # yacs refuses unknown override keys with an AssertionError, not a KeyError: check first
+        for full_key in cfg_list[0::2]:
+            node = self
+            for subkey in str(full_key).split("."):
+                if not isinstance(node, _FvCfgNode) or subkey not in node:
+                    raise KeyError(
+                        f"Non-existent config key: {full_key} (in command-line overrides)"
+                    )
+                node = node[subkey]
         try:
             super().merge_from_list(cfg_list)
         except KeyError as e:
@@ -58,7 +67,6 @@ _C.MODEL.RESNETS = CfgNode()
 _C.MODEL.RESNETS.DEPTH = 50
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 _C.MODEL.RESNETS.NORM = "FrozenBN"
-_C.MODEL.RESNETS.STRIDE_IN_1X1 = False  # torchvision puts the stride in the 3x3 conv
 _C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # res2..res5
 _C.MODEL.RESNETS.DEFORM_MODULATED = True
 _C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1

@@ -114,14 +114,18 @@ class ResNet(nn.Module):
 
     def freeze(self, freeze_at: int) -> None:
         """detectron2's FREEZE_AT: 1 freezes the stem, k >= 2 also freezes res2..res_k."""
+        # As detectron2: BatchNorm of frozen stages becomes FrozenBatchNorm2d (a BatchNorm2d put
+        # in eval mode would be switched back to batch statistics by the next ``model.train()``).
+        if freeze_at >= 1 and isinstance(self.bn1, nn.BatchNorm2d):
+            self.bn1 = _frozen_batchnorm(self.bn1)
         modules = [nn.ModuleList([self.conv1, self.bn1])] + self.stages()
         for m in modules[: max(freeze_at, 0)]:
             for p in m.parameters():
                 p.requires_grad_(False)
-            for sub in m.modules():
-                if isinstance(sub, nn.BatchNorm2d):
-                    sub.eval()
-                    sub.track_running_stats = False
+            for sub in list(m.modules()):
+                for name, child in sub.named_children():
+                    if isinstance(child, nn.BatchNorm2d):
+                        setattr(sub, name, _frozen_batchnorm(child))
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -133,6 +137,18 @@ class ResNet(nn.Module):
             if name == self.out_features[-1]:
                 break
         return out
+
+
+def _frozen_batchnorm(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    with torch.no_grad():
+        if bn.affine:
+            frozen.weight.copy_(bn.weight)
+            frozen.bias.copy_(bn.bias)
+        if bn.track_running_stats:
+            frozen.running_mean.copy_(bn.running_mean)
+            frozen.running_var.copy_(bn.running_var)
+    return frozen
 
 
 def _to_deformable(conv: nn.Conv2d, modulated: bool, groups: int) -> ModulatedDeformConv2d:

@@ -69,6 +69,11 @@ class OffsetRefinedKeypointHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels: int) -> Dict:
         k = cfg.MODEL.ROI_KEYPOINT_HEAD
+        if k.HEATMAP_SIZE % (2 * k.POOLER_RESOLUTION):
+            raise ValueError(
+                f"MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE ({k.HEATMAP_SIZE}) must be a multiple of "
+                f"2 x POOLER_RESOLUTION ({2 * k.POOLER_RESOLUTION})"
+            )
         return dict(
             in_channels=in_channels,
             num_keypoints=k.NUM_KEYPOINTS,
