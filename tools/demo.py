@@ -1,0 +1,387 @@
+#!/usr/bin/env python
+"""Run a multitask model on images or a video; draw and/or save the predictions.
+
+    # images: files, globs (quote them) and folders, expanded and sorted; results into a folder
+    python tools/demo.py --config-file cfg.yaml --input img1.jpg 'photos/*.jpg' more_photos/ \\
+        --output vis/ --json MODEL.WEIGHTS model_final.pth
+    # no --output: one summary line per image, nothing written
+    python tools/demo.py --config-file cfg.yaml --input img.jpg MODEL.WEIGHTS model_final.pth
+    # a video -> an .mp4 with the same fps, size and number of frames
+    python tools/demo.py --config-file cfg.yaml --video-input clip.mp4 --output vis/ --json \\
+        MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu
+
+Config overrides (``KEY VALUE`` pairs, as for ``tools/train_net.py``) go at the end, or after
+``--opts`` (detectron2's demo spelling); the first ``KEY.SUBKEY`` token ends the ``--input`` list.
+``--confidence-threshold`` (default 0.5) sets ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` and the
+drawing threshold (it wins over an override of that key).
+
+Outputs (``--output``):
+
+* images: ``--output`` is a folder (created; required when there are several inputs): one
+  drawing per input, named like the input (``.png`` when the input's extension is not one OpenCV
+  writes well; ``_1``, ``_2``... appended on name clashes). With a single input, ``--output`` may
+  also be a file name with an image extension.
+* video: ``--output`` is a folder (``<folder>/<video stem>.mp4``) or a file name (its extension
+  becomes ``.mp4``); codec mp4v, the input's fps (30 if unknown) and frame size.
+* ``--json`` (needs ``--output``): COCO results (a list of dicts from
+  ``multitask.evaluation.instances_to_coco_json``: ``image_id``, ``category_id``, ``bbox`` XYWH,
+  ``score``, ``segmentation`` (compressed RLE), ``keypoints`` ``[x, y, score] * 17`` in COCO's
+  pixel-index convention, ``activity_id`` / ``activity`` / ``activity_score`` when the model has
+  the activity post-processor). One file per image, next to its drawing (``<name>.json``);
+  ``image_id`` is the file name's stem when it is an integer (COCO's ``000000000139.jpg`` -> 139),
+  else the image's index in the sorted input list. For a video, one file per frame:
+  ``<output stem>_frames/000000.json``, ``000001.json``, ... with ``image_id`` = frame index.
+
+Unreadable inputs (missing, empty, corrupt, not an image) are logged one line each and skipped.
+The exit status is 0 when at least one input was processed, 1 when none could be.
+"""
+import argparse
+import glob
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from multitask.data import ImageReadError, read_image
+from multitask.engine import DefaultPredictor
+from multitask.engine.defaults import seed_all, setup_cfg
+from multitask.evaluation import instances_to_coco_json
+from multitask.utils.logger import setup_logger
+from multitask.utils.visualizer import KEYPOINT_THRESHOLD, draw_instance_predictions
+
+logger = logging.getLogger("multitask.demo")
+
+# extensions written as they are; anything else is written as .png
+_WRITABLE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# a config key (MODEL.WEIGHTS, SEED): starts the trailing overrides
+_CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+_VALUE_OPTIONS = (
+    "--config-file", "--output", "--video-input", "--confidence-threshold", "--keypoint-threshold"
+)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 1)[1],
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--input",
+        nargs="+",
+        metavar="PATH",
+        help="image files, glob patterns (quote them) and/or folders (their files, not recursive)",
+    )
+    src.add_argument("--video-input", metavar="FILE", help="a video file")
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="folder (or, for one input, file) to write drawings to; absent: print a summary",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="minimum person score, applied to MODEL.ROI_HEADS.SCORE_THRESH_TEST and to drawing",
+    )
+    parser.add_argument(
+        "--keypoint-threshold",
+        type=float,
+        default=KEYPOINT_THRESHOLD,
+        help="keypoints scoring below this are not drawn (the score is the heatmap logit)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="also write COCO-results json (see the docs above)"
+    )
+    parser.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth MODEL.DEVICE cpu "
+        "(the '--opts' itself may be left out: overrides may simply trail the command line)",
+    )
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv``; the first token shaped like a config key (``MODEL.WEIGHTS``) that is not an
+    existing path starts the overrides, so they can trail a ``--input`` list."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = len(argv)
+    for i, tok in enumerate(argv):
+        if tok == "--opts":
+            break
+        after_value_option = i > 0 and argv[i - 1] in _VALUE_OPTIONS
+        if _CFG_KEY.match(tok) and not after_value_option and not os.path.exists(tok):
+            split = i
+            break
+    parser = get_parser()
+    args = parser.parse_args(argv[:split])
+    args.opts = list(args.opts or []) + argv[split:]
+    if args.json and not args.output:
+        parser.error("--json needs --output (the folder or file the results go to)")
+    return args
+
+
+def build_cfg(args):
+    cfg = setup_cfg(args, freeze=False)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.freeze()
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs and output names
+# ------------------------------------------------------------------------------------------------
+def expand_inputs(patterns: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """-> (sorted unique files, patterns that matched nothing). A folder gives its (non-hidden)
+    files, a glob its matching files (``**`` recursive); other paths are kept as given (a
+    missing one is reported when it is read)."""
+    files, unmatched = [], []
+    for p in patterns:
+        if os.path.isdir(p):
+            found = [
+                os.path.join(p, f) for f in os.listdir(p)
+                if not f.startswith(".") and os.path.isfile(os.path.join(p, f))
+            ]
+        elif glob.has_magic(p):
+            found = [f for f in glob.glob(p, recursive=True) if os.path.isfile(f)]
+        else:
+            found = [p]
+        if not found:
+            unmatched.append(p)
+        files.extend(found)
+    unique = {}
+    for f in files:
+        unique.setdefault(os.path.normpath(os.path.abspath(f)), os.path.normpath(f))
+    return sorted(unique.values()), unmatched
+
+
+def _is_image_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in _WRITABLE_EXTS
+
+
+def output_names(files: Sequence[str], output: str) -> List[str]:
+    """The drawing's path for each input (folder mode, or one file)."""
+    if len(files) == 1 and _is_image_name(output) and not os.path.isdir(output):
+        return [output]
+    used, names = set(), []
+    for f in files:
+        base = os.path.basename(f)
+        stem, ext = os.path.splitext(base)
+        ext = ext if ext.lower() in _WRITABLE_EXTS else ".png"
+        name, k = stem + ext, 0
+        while name.lower() in used:
+            k += 1
+            name = f"{stem}_{k}{ext}"
+        used.add(name.lower())
+        names.append(os.path.join(output, name))
+    return names
+
+
+def image_id_of(path: str, index: int) -> int:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return int(stem) if stem.isdigit() else index
+
+
+def summarize(name: str, instances, activity_classes, seconds: float) -> str:
+    n = len(instances)
+    text = f"{name}: {n} {'person' if n == 1 else 'people'} in {seconds:.2f}s"
+    if n:
+        scores = instances.scores.tolist()
+        text += " (scores " + ", ".join(f"{s:.2f}" for s in scores[:5])
+        text += ", ..." if n > 5 else ""
+        text += ")"
+        if instances.has("pred_activity"):
+            names = [
+                activity_classes[a] if 0 <= a < len(activity_classes) else f"activity {a}"
+                for a in instances.pred_activity.tolist()
+            ]
+            text += "; activities: " + ", ".join(f"{k} {v}" for k, v in Counter(names).items())
+    return text
+
+
+def write_json(path: str, results: List[Dict]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f)
+
+
+# ------------------------------------------------------------------------------------------------
+# runs
+# ------------------------------------------------------------------------------------------------
+class Demo:
+    def __init__(self, cfg, args):
+        self.cfg = cfg
+        self.args = args
+        self.predictor = DefaultPredictor(cfg)
+        self.activity_classes = list(cfg.MODEL.ACTIVITY.CLASSES)
+
+    def predict(self, image: np.ndarray):
+        return self.predictor(image)["instances"].to("cpu")
+
+    def draw(self, image: np.ndarray, instances) -> np.ndarray:
+        return draw_instance_predictions(
+            image,
+            instances,
+            score_thresh=self.args.confidence_threshold,
+            keypoint_thresh=self.args.keypoint_threshold,
+            activity_classes=self.activity_classes,
+        )
+
+    def to_json(self, instances, image_id: int) -> List[Dict]:
+        return instances_to_coco_json(instances, image_id, activity_classes=self.activity_classes)
+
+    # --------------------------------------------------------------------------------------
+    def run_images(self, patterns: Sequence[str]) -> Tuple[int, List[str]]:
+        args = self.args
+        files, unmatched = expand_inputs(patterns)
+        for p in unmatched:
+            logger.warning("--input %s: no files found", p)
+        if not files:
+            logger.error("No input files found")
+            return 0, list(unmatched)
+        outputs = None
+        if args.output:
+            if len(files) > 1 and _is_image_name(args.output) and not os.path.isdir(args.output):
+                raise SystemExit(
+                    f"--output {args.output}: {len(files)} inputs need an output folder, "
+                    "not a file name"
+                )
+            outputs = output_names(files, args.output)
+            os.makedirs(os.path.dirname(os.path.abspath(outputs[0])), exist_ok=True)
+        logger.info("%d input file(s)", len(files))
+        processed, skipped = 0, list(unmatched)
+        for idx, path in enumerate(tqdm.tqdm(files, desc="images", unit="img", mininterval=0.5)):
+            try:
+                image = read_image(path, format="BGR")
+            except ImageReadError as e:
+                logger.warning("Skipping %s: %s", path, e.reason)
+                skipped.append(path)
+                continue
+            start = time.perf_counter()
+            instances = self.predict(image)
+            seconds = time.perf_counter() - start
+            if outputs is None:
+                logger.info(summarize(path, instances, self.activity_classes, seconds))
+            else:
+                out_path = outputs[idx]
+                if not cv2.imwrite(out_path, self.draw(image, instances)):
+                    raise SystemExit(f"Cannot write {out_path}")
+                if args.json:
+                    results = self.to_json(instances, image_id_of(path, idx))
+                    write_json(os.path.splitext(out_path)[0] + ".json", results)
+                logger.debug(summarize(path, instances, self.activity_classes, seconds))
+            processed += 1
+        return processed, skipped
+
+    def run_video(self, path: str) -> Tuple[int, List[str]]:
+        args = self.args
+        cap = cv2.VideoCapture(path)
+        if not os.path.isfile(path) or not cap.isOpened():
+            reason = "file does not exist" if not os.path.exists(path) else "cannot open video"
+            logger.warning("Skipping %s: %s", path, reason)
+            return 0, [path]
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not fps or not np.isfinite(fps) or fps <= 0:
+            logger.warning("%s: unknown frame rate, writing at 30 fps", path)
+            fps = 30.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        out_video = frames_dir = None
+        if args.output:
+            if os.path.isdir(args.output) or not os.path.splitext(args.output)[1]:
+                stem = os.path.splitext(os.path.basename(path))[0]
+                out_video = os.path.join(args.output, stem + ".mp4")
+            else:
+                out_video = os.path.splitext(args.output)[0] + ".mp4"
+            os.makedirs(os.path.dirname(os.path.abspath(out_video)), exist_ok=True)
+            if args.json:
+                frames_dir = os.path.splitext(out_video)[0] + "_frames"
+                os.makedirs(frames_dir, exist_ok=True)
+        writer = None
+        n_frames, n_people = 0, 0
+        start = time.perf_counter()
+        try:
+            with tqdm.tqdm(total=total, desc="frames", unit="frame", mininterval=0.5) as bar:
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    instances = self.predict(frame)
+                    n_people += len(instances)
+                    if out_video is not None:
+                        if writer is None:
+                            h, w = frame.shape[:2]
+                            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                            writer = cv2.VideoWriter(out_video, fourcc, fps, (w, h), True)
+                            if not writer.isOpened():
+                                raise SystemExit(f"Cannot open {out_video} for writing (mp4v)")
+                        writer.write(self.draw(frame, instances))
+                    if frames_dir is not None:
+                        write_json(
+                            os.path.join(frames_dir, f"{n_frames:06d}.json"),
+                            self.to_json(instances, n_frames),
+                        )
+                    n_frames += 1
+                    bar.update(1)
+        finally:
+            cap.release()
+            if writer is not None:
+                writer.release()
+        if n_frames == 0:
+            logger.warning("Skipping %s: no frame could be decoded", path)
+            return 0, [path]
+        seconds = time.perf_counter() - start
+        logger.info(
+            "%s: %d frames (%.1f fps input) in %.1fs, %.2f people per frame",
+            path, n_frames, fps, seconds, n_people / n_frames,
+        )
+        if out_video is not None:
+            logger.info("Wrote %s", out_video)
+        if frames_dir is not None:
+            logger.info("Wrote %d json files to %s", n_frames, frames_dir)
+        return 1, []
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logger(name="multitask")
+    setup_logger(name="fvcore")
+    logger.info("Arguments: %s", vars(args))
+    cfg = build_cfg(args)
+    if cfg.SEED >= 0:
+        seed_all(cfg.SEED)
+    demo = Demo(cfg, args)
+    base_logger = logging.getLogger("multitask")
+    with logging_redirect_tqdm(loggers=[base_logger]):
+        for h in base_logger.handlers:  # tqdm's console handler does not copy the INFO level
+            if not isinstance(h, logging.FileHandler) and h.level == logging.NOTSET:
+                h.setLevel(logging.INFO)
+        if args.video_input:
+            processed, skipped = demo.run_video(args.video_input)
+            what = "video"
+        else:
+            processed, skipped = demo.run_images(args.input)
+            what = "image"
+    logger.info(
+        "Done: %d %s(s) processed, %d skipped%s%s",
+        processed,
+        what,
+        len(skipped),
+        (": " + ", ".join(skipped)) if skipped else "",
+        f"; results in {args.output}" if args.output and processed else "",
+    )
+    return 0 if processed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
