@@ -212,6 +212,11 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # Heatmap side length the keypoint head predicts (56 = 4x a 14x14 pooler)
     _C.MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE = 56
 
+    # --- backbone ----------------------------------------------------------------------
+    # Scale every ResNet stage's width (1.0 = standard; < 1 for CPU-sized models trained from
+    # scratch -- ImageNet weights only fit 1.0)
+    _C.MODEL.RESNETS.WIDTH_MULT = 1.0
+
     # --- post-processors after the ROI heads ----------------------------------------------
     # Ordered names from POSTPROCESSOR_REGISTRY run on each image's predictions, e.g.
     # ["PoseResidualNetwork", "ActivityClassifier"]

@@ -5,6 +5,7 @@ leaves a truncated ``model_XXXXXXX.pth`` that ``last_checkpoint`` points to. Her
 written to a temporary name in the same directory and moved into place with ``os.replace``.
 Files are read with ``torch.load(..., weights_only=True)``: a checkpoint is data, never code.
 """
+
 import logging
 import os
 import tempfile
@@ -64,8 +65,6 @@ class MultiTaskCheckpointer(Checkpointer):
         _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"Checkpoint file '{filename}' does not exist")
         try:
             data = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
         except Exception as e:  # truncated / not a torch file / contains code objects
@@ -75,7 +74,9 @@ class MultiTaskCheckpointer(Checkpointer):
         if "model" not in data:
             state = data.get("state_dict", data)
             if is_torchvision_resnet_state_dict(state):
-                self.logger.info("'%s' is a torchvision ResNet; loading it into the backbone", filename)
+                self.logger.info(
+                    "'%s' is a torchvision ResNet; loading it into the backbone", filename
+                )
                 state = {
                     _BACKBONE_PREFIX + k: v
                     for k, v in state.items()
@@ -83,6 +84,12 @@ class MultiTaskCheckpointer(Checkpointer):
                 }
             data = {"model": state}
         return data
+
+    def load(self, path: str, checkpointables=None) -> Dict[str, Any]:
+        """Load ``path`` (see fvcore); a missing file is a ``FileNotFoundError`` naming it."""
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"Checkpoint file '{path}' does not exist")
+        return super().load(path, checkpointables=checkpointables)
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """Resume from ``last_checkpoint`` when ``resume`` and it exists, else load ``path``."""
@@ -92,4 +99,3 @@ class MultiTaskCheckpointer(Checkpointer):
         if path:
             return self.load(path, checkpointables=[])
         return {}
-

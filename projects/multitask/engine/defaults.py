@@ -1,4 +1,5 @@
 """Command-line parsing and run setup shared by the tools, as detectron2's ``engine.defaults``."""
+
 import argparse
 import logging
 import os

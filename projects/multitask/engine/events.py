@@ -1,4 +1,5 @@
 """Training metrics: a small history store and its writers (console, metrics.json, TensorBoard)."""
+
 import datetime
 import json
 import logging

@@ -3,6 +3,7 @@
 Backends: NCCL when CUDA is available, gloo otherwise. On a machine without GPUs,
 ``--num-gpus N`` starts N CPU processes over gloo (useful to test distributed code on a laptop).
 """
+
 import logging
 import os
 import socket

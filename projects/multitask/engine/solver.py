@@ -1,4 +1,5 @@
 """Optimizer and LR schedule from ``SOLVER.*`` (warmup + multi-step or cosine)."""
+
 import logging
 import math
 

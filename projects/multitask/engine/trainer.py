@@ -6,6 +6,7 @@ evaluation. Everything a run writes goes to ``cfg.OUTPUT_DIR``: ``log.txt``, ``m
 TensorBoard events, ``model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoint`` and the
 evaluators' result files.
 """
+
 import logging
 import os
 import time

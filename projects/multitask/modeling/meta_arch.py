@@ -1,4 +1,5 @@
 """MultiTaskRCNN: preprocess -> backbone -> RPN -> ROI heads -> rescale -> post-processors."""
+
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -135,8 +136,11 @@ class MultiTaskRCNN(nn.Module):
             results = [
                 {
                     "boxes": d.pred_boxes.to(self.device),
-                    "scores": d.scores.to(self.device) if d.has("scores")
-                    else torch.ones(len(d), device=self.device),
+                    "scores": (
+                        d.scores.to(self.device)
+                        if d.has("scores")
+                        else torch.ones(len(d), device=self.device)
+                    ),
                     "labels": torch.ones(len(d), dtype=torch.int64, device=self.device),
                 }
                 for d in detected_instances
@@ -227,7 +231,8 @@ def build_model(cfg) -> nn.Module:
         logger.warning("MODEL.DEVICE is '%s' but CUDA is not available; using the CPU", device)
         device = torch.device("cpu")
     model.to(device)
-    logger.info("Built %s with %.2fM parameters", type(model).__name__, count_parameters(model) / 1e6)
+    n_params = count_parameters(model) / 1e6
+    logger.info("Built %s with %.2fM parameters", type(model).__name__, n_params)
     return model
 
 

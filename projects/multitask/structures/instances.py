@@ -6,24 +6,25 @@ number of instances. Boxes are plain ``(N, 4)`` float tensors in XYXY absolute p
 
 Fields used across the project:
 
-==================  =====================================  ==========================================
-field               shape / type                           meaning
-==================  =====================================  ==========================================
-gt_boxes            (N, 4) float                           ground-truth boxes, XYXY
-gt_classes          (N,) int64                             class index (0 = person)
-gt_masks            (N, H, W) uint8                        full-image masks of the (resized) image
-gt_keypoints        (N, K, 3) float                        x, y, visibility (COCO 0/1/2)
-gt_activity         (N,) int64                             activity class index, -1 = unknown
-pred_boxes          (R, 4) float                           predicted boxes, XYXY
-scores              (R,) float                             box scores
-pred_classes        (R,) int64                             class index
-pred_masks          (R, H, W) bool                         full-image masks
-pred_keypoints      (R, K, 3) float                        x, y, score
-pred_keypoint_heatmaps  (R, K, S, S) float                 refined heatmaps (logits), optional
-pred_activity       (R,) int64                             activity class index
-activity_scores     (R, C) float                           per-class probabilities
-==================  =====================================  ==========================================
+=======================  ===================  ============================================
+field                    shape / type         meaning
+=======================  ===================  ============================================
+gt_boxes                 (N, 4) float         ground-truth boxes, XYXY
+gt_classes               (N,) int64           class index (0 = person)
+gt_masks                 (N, H, W) uint8      full-image masks of the (resized) image
+gt_mask_valid            (N,) bool            False: annotated without a segmentation
+gt_keypoints             (N, K, 3) float      x, y, visibility (COCO 0/1/2)
+gt_activity              (N,) int64           activity class index, -1 = unknown
+pred_boxes               (R, 4) float         predicted boxes, XYXY
+scores                   (R,) float           box scores
+pred_classes             (R,) int64           class index
+pred_masks               (R, H, W) bool       full-image masks
+pred_keypoints           (R, K, 3) float      x, y, score
+pred_activity            (R,) int64           activity class index
+activity_scores          (R, C) float         per-class probabilities
+=======================  ===================  ============================================
 """
+
 from typing import Any, Dict, List, Tuple, Union
 
 import torch
@@ -56,7 +57,9 @@ class Instances:
     def set(self, name: str, value: Any) -> None:
         n = len(value)
         if len(self._fields):
-            assert len(self) == n, f"Adding a field '{name}' of length {n} to Instances of length {len(self)}"
+            assert (
+                len(self) == n
+            ), f"Adding a field '{name}' of length {n} to Instances of length {len(self)}"
         self._fields[name] = value
 
     def has(self, name: str) -> bool:

@@ -1,4 +1,5 @@
 """ResNet + FPN backbone producing ``p2..p6`` (torchvision's FeaturePyramidNetwork)."""
+
 from collections import OrderedDict
 from typing import Dict
 

@@ -5,6 +5,7 @@ renaming); this file only swaps the norm layer, replaces the 3x3 conv of chosen 
 :class:`ModulatedDeformConv2d` (which keeps the ``conv2.weight`` name), freezes early stages, and
 returns the stage outputs ``res2..res5``.
 """
+
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -47,6 +48,8 @@ class ResNet(nn.Module):
         deform_on_per_stage: four booleans (res2..res5) for deformable 3x3 convs.
         deform_modulated: DCNv2 (offsets + mask) instead of DCNv1.
         deform_num_groups: offset groups of the deformable convs.
+        width_per_group: inner width of res2's bottleneck 3x3 convs (64 = standard).
+        width_mult: scales every stage's width (1.0 = standard, torchvision-compatible).
 
     Input ``(N, 3, H, W)`` normalised image; output strides are 4, 8, 16, 32.
     """
@@ -61,6 +64,7 @@ class ResNet(nn.Module):
         deform_modulated: bool = True,
         deform_num_groups: int = 1,
         width_per_group: int = 64,
+        width_mult: float = 1.0,
     ):
         super().__init__()
         if depth not in _DEPTHS:
@@ -73,9 +77,12 @@ class ResNet(nn.Module):
         block, layers = _DEPTHS[depth]
         if block is tv_resnet.BasicBlock and width_per_group != 64:
             raise ValueError("ResNet-18/34 only support MODEL.RESNETS.WIDTH_PER_GROUP = 64")
-        trunk = tv_resnet.ResNet(
-            block, layers, width_per_group=width_per_group, norm_layer=_norm_layer(norm)
-        )
+        if width_mult == 1.0:
+            trunk = tv_resnet.ResNet(
+                block, layers, width_per_group=width_per_group, norm_layer=_norm_layer(norm)
+            )
+        else:
+            trunk = _NarrowResNet(block, layers, width_mult, width_per_group, _norm_layer(norm))
         # torchvision's names, without the classifier
         self.conv1, self.bn1, self.relu, self.maxpool = (
             trunk.conv1,
@@ -91,8 +98,9 @@ class ResNet(nn.Module):
         )
         self.out_features = list(out_features)
         self.block_expansion = block.expansion
+        base = int(round(64 * width_mult))
         self._out_channels = {
-            name: 64 * 2**i * block.expansion for i, name in enumerate(_STAGE_NAMES)
+            name: base * 2**i * block.expansion for i, name in enumerate(_STAGE_NAMES)
         }
 
         for stage, deform in zip(self.stages(), deform_on_per_stage):
@@ -151,6 +159,39 @@ def _frozen_batchnorm(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
     return frozen
 
 
+class _NarrowResNet(tv_resnet.ResNet):
+    """torchvision's ResNet with every stage's width scaled by ``width_mult`` (same names).
+
+    torchvision hard-codes the widths 64/128/256/512; a narrower trunk (e.g. ``0.5``) makes
+    CPU-sized models such as the quickstart's. ImageNet weights only fit ``width_mult = 1``.
+    """
+
+    def __init__(self, block, layers, width_mult: float, width_per_group: int, norm_layer):
+        nn.Module.__init__(self)
+        base = int(round(64 * width_mult))
+        if base < 8:
+            raise ValueError(f"MODEL.RESNETS.WIDTH_MULT {width_mult} is too small")
+        self._norm_layer = norm_layer
+        self.dilation = 1
+        self.groups = 1
+        self.base_width = width_per_group
+        self.inplanes = base
+        self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(base)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, base, layers[0])
+        self.layer2 = self._make_layer(block, base * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, base * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
 def _to_deformable(conv: nn.Conv2d, modulated: bool, groups: int) -> ModulatedDeformConv2d:
     dconv = ModulatedDeformConv2d(
         conv.in_channels,
@@ -180,6 +221,7 @@ def build_resnet(cfg) -> ResNet:
         deform_modulated=r.DEFORM_MODULATED,
         deform_num_groups=r.DEFORM_NUM_GROUPS,
         width_per_group=r.WIDTH_PER_GROUP,
+        width_mult=r.WIDTH_MULT,
     )
 
 

@@ -4,6 +4,7 @@ One module serves the ResNet backbone ("RB") and the keypoint head ("RB+H"). The
 ``torchvision.ops.deform_conv2d`` (CPU and CUDA); on CPU a faster, numerically equal pure-PyTorch
 kernel is used when available (see ``deform_conv_fast.py``).
 """
+
 import math
 from typing import Tuple, Union
 

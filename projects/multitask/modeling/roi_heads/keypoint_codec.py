@@ -7,6 +7,7 @@ So encode -> decode moves a keypoint by at most half a heatmap cell.
 
 All functions are pure: tensors in, tensors out.
 """
+
 from typing import Tuple
 
 import torch
@@ -87,7 +88,10 @@ def refine_heatmaps(heatmaps: torch.Tensor, offsets: torch.Tensor) -> torch.Tens
     gy = (ys + off[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1)  # (R*K, H, W, 2)
     out = F.grid_sample(
-        heatmaps.reshape(r * k, 1, h, w), grid, mode="bilinear", padding_mode="zeros",
+        heatmaps.reshape(r * k, 1, h, w),
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
         align_corners=True,
     )
     return out.view(r, k, h, w)

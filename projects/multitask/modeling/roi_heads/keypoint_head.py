@@ -1,4 +1,5 @@
 """Keypoint head with heatmap refinement by learned offsets (report section 3.2.3)."""
+
 from typing import Dict, Sequence
 
 import torch

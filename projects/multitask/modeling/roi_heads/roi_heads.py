@@ -6,6 +6,7 @@
 losses in training and updated results at inference, also reachable through
 :meth:`forward_with_given_boxes`.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -117,7 +118,9 @@ class MultiTaskROIHeads(RoIHeads):
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets
             )
-            losses = self._forward_box(features, proposals, image_shapes, labels, regression_targets)
+            losses = self._forward_box(
+                features, proposals, image_shapes, labels, regression_targets
+            )
             pos_proposals, pos_matched = [], []
             for props, lab, idx in zip(proposals, labels, matched_idxs):
                 pos = torch.where(lab > 0)[0]
@@ -174,14 +177,22 @@ class MultiTaskROIHeads(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(
             class_logits, box_regression, proposals, image_shapes
         )
-        return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)]
+        return [
+            {"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)
+        ]
 
     def _forward_mask(self, features, boxes, image_shapes, targets=None, matched_idxs=None):
-        """Training: ``{"loss_mask"}`` on positive proposals. Inference: mask logits (R, C, 28, 28)."""
+        """Training: ``{"loss_mask"}`` on positive proposals.
+
+        Inference: mask logits ``(R, C, 28, 28)``."""
         if self.training and any("mask_valid" in t for t in targets):
             # people annotated without a segmentation train the box and keypoint heads only
             keep = [
-                t["mask_valid"][idx] if "mask_valid" in t else torch.ones_like(idx, dtype=torch.bool)
+                (
+                    t["mask_valid"][idx]
+                    if "mask_valid" in t
+                    else torch.ones_like(idx, dtype=torch.bool)
+                )
                 for t, idx in zip(targets, matched_idxs)
             ]
             boxes = [b[k] for b, k in zip(boxes, keep)]
