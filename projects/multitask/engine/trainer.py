@@ -203,9 +203,47 @@ class Trainer:
             if comm.is_main_process() and res:
                 logger.info("Evaluation results for %s in csv format:", name)
                 print_csv_format(res)
+            if comm.is_main_process() and cfg.TEST.VIS_NUM_IMAGES > 0:
+                out_dir = os.path.join(cfg.OUTPUT_DIR, "vis", name)
+                visualize_predictions(cfg, model, name, out_dir, cfg.TEST.VIS_NUM_IMAGES)
         if len(results) == 1:
             results = list(results.values())[0]
         return results
+
+
+def visualize_predictions(cfg, model, dataset_name: str, out_dir: str, num_images: int) -> None:
+    """Draw the predictions on the first ``num_images`` images of a dataset into ``out_dir``."""
+    import cv2
+
+    from ..data import DatasetCatalog, DatasetMapper, read_image
+    from ..utils.visualizer import draw_instance_predictions
+
+    model = _unwrap(model)
+    mapper = DatasetMapper(cfg, is_train=False)
+    os.makedirs(out_dir, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    written = 0
+    with torch.inference_mode():
+        for record in DatasetCatalog.get(dataset_name):
+            if written >= num_images:
+                break
+            inputs = mapper(record)
+            if inputs is None:  # unreadable image, already reported by the mapper
+                continue
+            instances = model([inputs])[0]["instances"].to("cpu")
+            image = read_image(record["file_name"], format="BGR")
+            drawn = draw_instance_predictions(
+                image,
+                instances,
+                score_thresh=cfg.TEST.VIS_SCORE_THRESH,
+                activity_classes=cfg.MODEL.ACTIVITY.CLASSES,
+            )
+            stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+            cv2.imwrite(os.path.join(out_dir, f"{stem}.png"), drawn)
+            written += 1
+    model.train(was_training)
+    logger.info("Wrote %d images with predictions to %s", written, out_dir)
 
 
 def _tasks(cfg) -> List[str]:
