@@ -105,8 +105,9 @@ def test_instant_schedule_trains_checkpoints_and_evaluates(tmp_path):
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert list(out.glob("events.out.tfevents*")), "no TensorBoard events"
     assert not list(out.glob(".tmp_*")), "temporary checkpoint files left behind"
-    records = _metrics(out)
+    records = [r for r in _metrics(out) if "total_loss" in r]
     assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+    assert "keypoints/AP" in _metrics(out)[-1]  # the final evaluation, as detectron2 logs it
     assert all(k in records[0] for k in ["loss_keypoint", "loss_mask", "loss_classifier", "lr"])
     for task in ("bbox", "segm", "keypoints"):
         assert f"Evaluation results for {task}" in proc.stdout

@@ -7,6 +7,7 @@ TensorBoard events, ``model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoin
 evaluators' result files.
 """
 
+import json
 import logging
 import os
 import time
@@ -108,6 +109,7 @@ class Trainer:
                     self.checkpointer.save(f"model_{self.iter:07d}", iteration=self.iter)
                 if eval_period > 0 and it1 % eval_period == 0 and not last:
                     results = self.test(cfg, self.model)
+                    self._log_eval(results)
                     self.model.train()
                     comm.synchronize()
         finally:
@@ -122,12 +124,24 @@ class Trainer:
             self.checkpointer.save("model_final", iteration=self.max_iter - 1)
         if len(cfg.DATASETS.TEST):
             results = self.test(cfg, self.model)
+            self._log_eval(results)
             if comm.is_main_process() and cfg.TEST.EXPECTED_RESULTS:
                 from ..evaluation import verify_results
 
                 if not verify_results(cfg, results):
                     raise RuntimeError("Evaluation results are below TEST.EXPECTED_RESULTS")
         return results
+
+    def _log_eval(self, results) -> None:
+        """Append the evaluation results to metrics.json as one record, as detectron2 does
+        (keys like ``bbox/AP``; with several test sets ``<dataset>/bbox/AP``)."""
+        if not comm.is_main_process() or not results:
+            return
+        from ..evaluation import flatten_results_dict
+
+        record = {"iteration": self.iter, **flatten_results_dict(results)}
+        with open(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def run_step(self, storage: MetricStorage) -> None:
         t0 = time.perf_counter()
