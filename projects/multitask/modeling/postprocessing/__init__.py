@@ -1,3 +1,25 @@
 from .registry import POSTPROCESSOR_REGISTRY, build_postprocessors, run_postprocessors
 
-__all__ = ["POSTPROCESSOR_REGISTRY", "build_postprocessors", "run_postprocessors"]
+# Importing the modules registers their post-processors ("PoseResidualNetwork",
+# "ActivityClassifier").
+from . import activity, prn  # noqa: F401,E402  isort: skip
+from .activity import ActivityClassifier, ActivityMLP, keypoints_to_activity_features  # noqa: E402
+from .prn import (  # noqa: E402
+    PoseResidualNetwork,
+    decode_prn_output,
+    encode_prn_input,
+    encode_prn_inputs,
+)
+
+__all__ = [
+    "POSTPROCESSOR_REGISTRY",
+    "build_postprocessors",
+    "run_postprocessors",
+    "PoseResidualNetwork",
+    "encode_prn_input",
+    "encode_prn_inputs",
+    "decode_prn_output",
+    "ActivityClassifier",
+    "ActivityMLP",
+    "keypoints_to_activity_features",
+]

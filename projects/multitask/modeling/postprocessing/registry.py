@@ -1,4 +1,5 @@
 """Post-processors: modules that run after the ROI heads on each image's predictions."""
+
 from typing import List
 
 import torch

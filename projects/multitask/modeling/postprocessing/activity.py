@@ -1,0 +1,401 @@
+"""Activity classification from a person's 2D pose (blog: "Recognizing Human Actions by Pose").
+
+Features (:func:`keypoints_to_activity_features`), per person: the 17 keypoints' x, y normalised to
+[0, 1] within the person's box (``(x - x0) / w``, ``(y - y0) / h``, clamped to [0, 1]) and
+interleaved as ``[K0x, K0y, K1x, K1y, ...]`` (34 values), followed, when ``use_visibility``, by a
+17-value mask (1 = keypoint present, 0 = missing). A keypoint is missing when its score / COCO
+visibility is <= ``score_thresh`` or the classifier's ``keypoint_mask`` excludes it; its x, y are
+then 0. With ``keep_aspect`` the box is first made square (side ``max(w, h)``, same centre), so
+the features keep the pose's aspect ratio (a sitting person's box is squat, a standing one tall).
+
+Classifier (:class:`ActivityMLP`): per hidden layer ``Linear -> BatchNorm1d -> ReLU ->
+Dropout(0.3)`` (blog: 3072 -> 128), then ``Linear(128, n)``; it returns logits, softmax at
+inference.
+
+Post-processor :class:`ActivityClassifier` (registry name "ActivityClassifier") adds
+``pred_activity (R,) int64`` and ``activity_scores (R, C)`` (softmax probabilities) from
+``pred_keypoints`` and ``pred_boxes``; its MLP always runs in eval mode (BatchNorm running stats).
+
+Weights file (:func:`save_activity_weights`, ``tools/train_activity.py``): a dict with
+``state_dict`` (the MLP's), ``classes``, ``hidden_dims``, ``dropout`` and ``input_layout`` =
+``{"feature": "xy_in_box_interleaved", "num_keypoints": 17, "use_visibility", "keep_aspect",
+"score_thresh", "keypoint_mask": [17 x 0/1], "in_dim"}``. ``keypoint_mask`` names the keypoints the
+classifier was trained with (MPII has no eyes/ears: they are masked out at inference too, so the
+detector's eyes/ears do not meet a classifier that never saw them).
+
+Also here, for training (``tools/train_activity.py``): :func:`stratified_group_kfold` (folds split
+by person) and :func:`classification_metrics` (no sklearn needed).
+"""
+
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .prn import _cfg_get, _load_state_dict_checked
+from .registry import POSTPROCESSOR_REGISTRY
+
+__all__ = [
+    "keypoints_to_activity_features",
+    "activity_feature_dim",
+    "flip_keypoints",
+    "ActivityMLP",
+    "ActivityClassifier",
+    "save_activity_weights",
+    "load_activity_weights",
+    "stratified_group_kfold",
+    "confusion_matrix",
+    "classification_metrics",
+    "COCO_FLIP_PERMUTATION",
+    "KEEP_ASPECT",
+]
+
+# Default of the feature's square-box normalisation (stored in the weights file's input_layout;
+# wanted config key: MODEL.ACTIVITY.KEEP_ASPECT)
+KEEP_ASPECT = True
+# COCO keypoint index of the horizontally mirrored keypoint
+COCO_FLIP_PERMUTATION = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+
+
+def activity_feature_dim(num_keypoints: int = 17, use_visibility: bool = True) -> int:
+    return num_keypoints * (3 if use_visibility else 2)
+
+
+def keypoints_to_activity_features(
+    keypoints: torch.Tensor,
+    boxes: torch.Tensor,
+    use_visibility: bool = True,
+    score_thresh: float = 0.05,
+    keep_aspect: bool = KEEP_ASPECT,
+    keypoint_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Features ``(R, 2K [+K])`` of keypoints ``(R, K, 3)`` (x, y, score) in boxes ``(R, 4)``.
+
+    See the module docstring for the layout. Accepts numpy arrays too; returns float32.
+    """
+    kps = torch.as_tensor(keypoints).float()
+    boxes = torch.as_tensor(boxes).float().to(kps.device)
+    R, K = kps.shape[0], kps.shape[1]
+    present = kps[..., 2] > score_thresh
+    if keypoint_mask is not None:
+        present = present & (torch.as_tensor(keypoint_mask).to(kps.device).reshape(1, K) > 0)
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1.0)
+    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
+    if keep_aspect:
+        side = torch.maximum(w, h)
+        x0 = x0 + (w - side) / 2
+        y0 = y0 + (h - side) / 2
+        w = h = side
+    nx = ((kps[..., 0] - x0[:, None]) / w[:, None]).clamp(0.0, 1.0)
+    ny = ((kps[..., 1] - y0[:, None]) / h[:, None]).clamp(0.0, 1.0)
+    pm = present.float()
+    xy = torch.stack([nx * pm, ny * pm], dim=2).reshape(R, 2 * K)
+    if use_visibility:
+        return torch.cat([xy, pm], dim=1)
+    return xy
+
+
+def flip_keypoints(keypoints: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mirror COCO keypoints ``(N, 17, 3)`` and boxes ``(N, 4)`` about each box's vertical centre
+    line (left/right keypoints swapped); for data augmentation."""
+    kps = np.array(keypoints, dtype=np.float32, copy=True)
+    b = np.array(boxes, dtype=np.float32, copy=True)
+    cx2 = (b[:, 0] + b[:, 2])[:, None]
+    present = kps[..., 2] > 0
+    kps[..., 0] = np.where(present, cx2 - kps[..., 0], 0.0)
+    kps = kps[:, COCO_FLIP_PERMUTATION]
+    return kps, b
+
+
+class ActivityMLP(nn.Module):
+    """``[Linear -> BatchNorm1d -> ReLU -> Dropout] * len(hidden_dims) -> Linear``; logits out."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_classes: int,
+        hidden_dims: Sequence[int] = (3072, 128),
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        layers: List[nn.Module] = []
+        d = int(in_dim)
+        for h in hidden_dims:
+            layers += [
+                nn.Linear(d, int(h)),
+                nn.BatchNorm1d(int(h)),
+                nn.ReLU(inplace=True),
+                nn.Dropout(float(dropout)),
+            ]
+            d = int(h)
+        layers.append(nn.Linear(d, int(num_classes)))
+        self.layers = nn.Sequential(*layers)
+        self.in_dim, self.num_classes = int(in_dim), int(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(R, C)`` in eval mode (mode restored afterwards)."""
+        was = self.training
+        self.eval()
+        try:
+            if x.shape[0] == 0:
+                return x.new_zeros((0, self.num_classes))
+            return F.softmax(self.forward(x), dim=1)
+        finally:
+            self.train(was)
+
+
+def save_activity_weights(
+    path: str,
+    mlp: ActivityMLP,
+    classes: Sequence[str],
+    input_layout: Dict,
+    hidden_dims: Sequence[int],
+    dropout: float,
+    **extra,
+) -> None:
+    """Write the MLP's state dict with its class list and input layout (see module docstring)."""
+    torch.save(
+        {
+            "state_dict": mlp.state_dict(),
+            "classes": list(classes),
+            "input_layout": dict(input_layout),
+            "hidden_dims": [int(h) for h in hidden_dims],
+            "dropout": float(dropout),
+            **extra,
+        },
+        path,
+    )
+
+
+def load_activity_weights(path: str, key: str = "MODEL.ACTIVITY.WEIGHTS") -> Dict:
+    """Read an activity weights file (dict with ``state_dict``, ``classes``, ``input_layout``)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{key}: activity classifier weights file not found: '{path}'")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- re-raised with the file name
+        raise RuntimeError(f"{key}: cannot read activity weights file '{path}': {e}") from e
+    if not isinstance(obj, dict):
+        raise RuntimeError(f"{key}: '{path}' holds a {type(obj).__name__}, not a dict")
+    if "state_dict" not in obj:  # a bare state dict
+        obj = {"state_dict": obj}
+    return obj
+
+
+class ActivityClassifier(nn.Module):
+    """Registered post-processor "ActivityClassifier": activity per detected person.
+
+    ``ActivityClassifier(cfg)`` reads ``MODEL.ACTIVITY.*`` and loads ``MODEL.ACTIVITY.WEIGHTS``
+    when set; keyword arguments override cfg values. The weights file must list the same classes
+    as ``MODEL.ACTIVITY.CLASSES`` and the same ``use_visibility`` as
+    ``MODEL.ACTIVITY.USE_VISIBILITY``;
+    its ``keep_aspect`` and ``keypoint_mask`` are taken from the file (both are also buffers, so
+    they travel in a full-model checkpoint).
+    """
+
+    def __init__(
+        self,
+        cfg=None,
+        *,
+        classes: Optional[Sequence[str]] = None,
+        hidden_dims: Optional[Sequence[int]] = None,
+        dropout: Optional[float] = None,
+        use_visibility: Optional[bool] = None,
+        score_thresh: Optional[float] = None,
+        keep_aspect: Optional[bool] = None,
+        num_keypoints: int = 17,
+        load_weights: bool = True,
+    ):
+        super().__init__()
+
+        def pick(value, key, default):
+            return value if value is not None else _cfg_get(cfg, key, default)
+
+        self.classes = list(
+            pick(classes, "MODEL.ACTIVITY.CLASSES", ["walking", "running", "sitting", "standing"])
+        )
+        hidden = pick(hidden_dims, "MODEL.ACTIVITY.HIDDEN_DIMS", [3072, 128])
+        self.hidden_dims = [int(h) for h in hidden]
+        self.dropout_p = float(pick(dropout, "MODEL.ACTIVITY.DROPOUT", 0.3))
+        self.use_visibility = bool(pick(use_visibility, "MODEL.ACTIVITY.USE_VISIBILITY", True))
+        self.score_thresh = float(pick(score_thresh, "MODEL.ACTIVITY.KEYPOINT_THRESHOLD", 0.05))
+        self.num_keypoints = int(num_keypoints)
+        if not self.classes:
+            raise ValueError("MODEL.ACTIVITY.CLASSES is empty")
+        self.register_buffer("keypoint_mask", torch.ones(self.num_keypoints))
+        keep = KEEP_ASPECT if keep_aspect is None else keep_aspect
+        self.register_buffer("keep_aspect_flag", torch.tensor(float(keep)))
+        self.mlp = ActivityMLP(
+            activity_feature_dim(self.num_keypoints, self.use_visibility),
+            len(self.classes),
+            self.hidden_dims,
+            self.dropout_p,
+        )
+        weights = _cfg_get(cfg, "MODEL.ACTIVITY.WEIGHTS", "") if load_weights else ""
+        if weights:
+            self.load_weights(weights)
+
+    @property
+    def keep_aspect(self) -> bool:
+        return bool(self.keep_aspect_flag.item() > 0.5)
+
+    def input_layout(self) -> Dict:
+        return {
+            "feature": "xy_in_box_interleaved",
+            "num_keypoints": self.num_keypoints,
+            "use_visibility": self.use_visibility,
+            "keep_aspect": self.keep_aspect,
+            "score_thresh": self.score_thresh,
+            "keypoint_mask": [float(v) for v in self.keypoint_mask.tolist()],
+            "in_dim": self.mlp.in_dim,
+        }
+
+    def load_weights(self, path: str, key: str = "MODEL.ACTIVITY.WEIGHTS") -> None:
+        obj = load_activity_weights(path, key)
+        classes = obj.get("classes")
+        if classes is not None and list(classes) != self.classes:
+            raise ValueError(
+                f"{key}: activity weights file '{path}' was trained for classes {list(classes)}, "
+                f"but MODEL.ACTIVITY.CLASSES is {self.classes}; set MODEL.ACTIVITY.CLASSES to the "
+                f"file's list (same order) or use weights trained for these classes"
+            )
+        layout = obj.get("input_layout") or {}
+        if "use_visibility" in layout and bool(layout["use_visibility"]) != self.use_visibility:
+            raise ValueError(
+                f"{key}: activity weights file '{path}' has use_visibility="
+                f"{bool(layout['use_visibility'])} but MODEL.ACTIVITY.USE_VISIBILITY is "
+                f"{self.use_visibility}"
+            )
+        if "num_keypoints" in layout and int(layout["num_keypoints"]) != self.num_keypoints:
+            raise ValueError(
+                f"{key}: activity weights file '{path}' expects {layout['num_keypoints']} "
+                f"keypoints, the model has {self.num_keypoints}"
+            )
+        _load_state_dict_checked(self.mlp, obj["state_dict"], path, key, "activity classifier")
+        if "keypoint_mask" in layout:
+            self.keypoint_mask.copy_(torch.as_tensor(layout["keypoint_mask"], dtype=torch.float32))
+        if "keep_aspect" in layout:
+            self.keep_aspect_flag.fill_(float(bool(layout["keep_aspect"])))
+
+    def features(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return keypoints_to_activity_features(
+            keypoints,
+            boxes,
+            self.use_visibility,
+            self.score_thresh,
+            self.keep_aspect,
+            self.keypoint_mask,
+        )
+
+    @torch.no_grad()
+    def classify(
+        self, keypoints: torch.Tensor, boxes: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(pred (R,) int64, probs (R, C))`` for keypoints ``(R, K, 3)`` and boxes ``(R, 4)``."""
+        device = self.keypoint_mask.device
+        feats = self.features(keypoints.to(device), boxes.to(device))
+        probs = self.mlp.predict_proba(feats)
+        return probs.argmax(dim=1).to(torch.int64), probs
+
+    def forward(self, batched_inputs: List[dict], results: List) -> List:
+        C = len(self.classes)
+        for inst in results:
+            if len(inst) == 0:
+                ref = inst.pred_keypoints if inst.has("pred_keypoints") else self.keypoint_mask
+                inst.pred_activity = torch.zeros((0,), dtype=torch.int64, device=ref.device)
+                inst.activity_scores = torch.zeros((0, C), dtype=torch.float32, device=ref.device)
+                continue
+            if not inst.has("pred_keypoints"):
+                raise ValueError(
+                    "ActivityClassifier needs 'pred_keypoints' (MODEL.KEYPOINT_ON = True and the "
+                    "post-processor listed after the keypoint head's outputs)"
+                )
+            boxes = inst.pred_boxes
+            boxes = getattr(boxes, "tensor", boxes)
+            pred, probs = self.classify(inst.pred_keypoints, boxes)
+            dev = inst.pred_keypoints.device
+            inst.pred_activity = pred.to(dev)
+            inst.activity_scores = probs.to(dev)
+        return results
+
+
+POSTPROCESSOR_REGISTRY.register(ActivityClassifier)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training helpers: person-grouped stratified K-fold, metrics
+# ---------------------------------------------------------------------------------------------
+def stratified_group_kfold(
+    labels: Sequence[int], groups: Sequence, k: int = 5, seed: int = 0
+) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """K folds split by group (person): every group is in exactly one validation fold.
+
+    Groups are shuffled (``seed``) and, largest first, each goes to the fold that has the fewest
+    samples of the group's majority class so far (ties: fewest samples overall), which keeps the
+    class proportions of the folds close. Returns ``[(train_idx, val_idx)] * k`` (sorted arrays).
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if len(labels) != len(groups):
+        raise ValueError(f"labels ({len(labels)}) and groups ({len(groups)}) differ in length")
+    uniq, inv = np.unique(groups, return_inverse=True)
+    if k < 2 or k > len(uniq):
+        raise ValueError(f"k={k} folds need 2 <= k <= number of groups ({len(uniq)})")
+    classes = np.unique(labels)
+    cidx = np.searchsorted(classes, labels)
+    g_size = np.bincount(inv, minlength=len(uniq))
+    g_class = np.zeros(len(uniq), dtype=np.int64)
+    for g in range(len(uniq)):
+        g_class[g] = np.bincount(cidx[inv == g], minlength=len(classes)).argmax()
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(uniq))
+    order = order[np.argsort(-g_size[order], kind="stable")]
+    per_class = np.zeros((k, len(classes)), dtype=np.int64)
+    total = np.zeros(k, dtype=np.int64)
+    fold_of = np.zeros(len(uniq), dtype=np.int64)
+    for g in order:
+        c = g_class[g]
+        f = min(range(k), key=lambda i: (per_class[i, c], total[i], i))
+        fold_of[g] = f
+        per_class[f, c] += g_size[g]
+        total[f] += g_size[g]
+    sample_fold = fold_of[inv]
+    idx = np.arange(len(labels))
+    return [(idx[sample_fold != f], idx[sample_fold == f]) for f in range(k)]
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
+    """``cm[t, p]`` = number of samples of true class t predicted as p."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> Dict:
+    """Accuracy and macro precision / recall / F1 (classes absent from both count as 0)."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    pred_n = cm.sum(0).astype(np.float64)
+    true_n = cm.sum(1).astype(np.float64)
+    precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
+    recall = np.divide(tp, true_n, out=np.zeros_like(tp), where=true_n > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1": float(f1.mean()),
+        "per_class_precision": precision.tolist(),
+        "per_class_recall": recall.tolist(),
+        "per_class_f1": f1.tolist(),
+        "confusion_matrix": cm.tolist(),
+    }

@@ -1,0 +1,220 @@
+"""Activity classifier: features, MLP, post-processor, weights file, K-fold split, MPII loader."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from multitask.config import get_cfg
+from multitask.modeling.postprocessing import POSTPROCESSOR_REGISTRY, build_postprocessors
+from multitask.modeling.postprocessing.activity import (
+    ActivityClassifier,
+    ActivityMLP,
+    classification_metrics,
+    flip_keypoints,
+    keypoints_to_activity_features,
+    save_activity_weights,
+    stratified_group_kfold,
+)
+from multitask.structures import Instances
+
+MPII_CSV = "/work/shared/data/mpii-activity/mpii_human_pose.csv"
+CLASSES = ["walking", "running", "sitting", "standing"]
+
+
+def test_features_normalisation_and_mask():
+    kps = torch.zeros(2, 17, 3)
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 50.0, 50.0]])
+    kps[0, 0] = torch.tensor([10.0, 20.0, 2.0])  # top-left corner
+    kps[0, 5] = torch.tensor([110.0, 220.0, 0.9])  # bottom-right corner (a score)
+    kps[0, 6] = torch.tensor([60.0, 120.0, 2.0])  # centre
+    kps[0, 7] = torch.tensor([60.0, 120.0, 0.0])  # missing (v = 0)
+    kps[0, 8] = torch.tensor([500.0, -50.0, 2.0])  # outside: clamped
+    kps[1, 9] = torch.tensor([25.0, 25.0, 0.01])  # below the score threshold: missing
+    f = keypoints_to_activity_features(
+        kps, boxes, use_visibility=True, score_thresh=0.05, keep_aspect=False
+    )
+    assert f.shape == (2, 51)
+    xy, mask = f[:, :34].reshape(2, 17, 2), f[:, 34:]
+    assert torch.allclose(xy[0, 0], torch.tensor([0.0, 0.0]))
+    assert torch.allclose(xy[0, 5], torch.tensor([1.0, 1.0]))
+    assert torch.allclose(xy[0, 6], torch.tensor([0.5, 0.5]))
+    assert torch.allclose(xy[0, 7], torch.zeros(2)) and mask[0, 7] == 0
+    assert torch.allclose(xy[0, 8], torch.tensor([1.0, 0.0]))
+    assert mask[0, [0, 5, 6, 8]].tolist() == [1, 1, 1, 1]
+    assert mask[1].sum() == 0 and xy[1].abs().sum() == 0
+    assert ((f >= 0) & (f <= 1)).all()
+    # interleaved [K0x, K0y, K1x, ...]
+    assert f[0, 12] == xy[0, 6, 0] and f[0, 13] == xy[0, 6, 1]
+    # without the mask
+    assert keypoints_to_activity_features(kps, boxes, use_visibility=False).shape == (2, 34)
+    # square box: the tall box's x range shrinks around its centre
+    fa = keypoints_to_activity_features(kps, boxes, keep_aspect=True)
+    assert torch.allclose(fa[0, 12:14], torch.tensor([0.5, 0.5]))
+    assert fa[0, 10] == pytest.approx(0.75)  # x = 110 in the square [-40, 160]
+    # a keypoint mask removes keypoint types
+    km = torch.ones(17)
+    km[6] = 0
+    fm = keypoints_to_activity_features(kps, boxes, keypoint_mask=km)
+    assert fm[0, 12:14].abs().sum() == 0 and fm[0, 34 + 6] == 0
+
+
+def test_flip_keypoints_swaps_sides():
+    kps = np.zeros((1, 17, 3), np.float32)
+    kps[0, 5] = [20, 30, 2]  # left shoulder
+    boxes = np.array([[0, 0, 100, 100]], np.float32)
+    fk, fb = flip_keypoints(kps, boxes)
+    assert fk[0, 6].tolist() == [80, 30, 2] and fk[0, 5, 2] == 0
+    assert np.array_equal(fb, boxes)
+
+
+def test_mlp_shapes():
+    mlp = ActivityMLP(51, 4, hidden_dims=(3072, 128), dropout=0.3)
+    assert mlp(torch.rand(8, 51)).shape == (8, 4)
+    p = mlp.predict_proba(torch.rand(1, 51))  # eval mode: a batch of one works
+    assert p.shape == (1, 4) and torch.allclose(p.sum(1), torch.ones(1))
+    assert mlp.training  # mode restored
+    kinds = [type(m).__name__ for m in mlp.layers]
+    assert kinds[:4] == ["Linear", "BatchNorm1d", "ReLU", "Dropout"]
+    assert mlp.layers[0].out_features == 3072 and mlp.layers[4].out_features == 128
+    assert mlp.predict_proba(torch.rand(0, 51)).shape == (0, 4)
+
+
+def test_kfold_split_by_person():
+    rng = np.random.RandomState(0)
+    persons = rng.randint(0, 60, size=300)  # several samples per person
+    labels = persons % 4
+    folds = stratified_group_kfold(labels, persons, k=5, seed=0)
+    assert len(folds) == 5
+    seen = np.zeros(len(labels), int)
+    for tr, va in folds:
+        assert not set(persons[tr]) & set(persons[va])  # no person on both sides
+        assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
+        seen[va] += 1
+        assert len(np.unique(labels[va])) == 4  # stratified: every class in every fold
+    assert (seen == 1).all()  # each sample (so each person) in exactly one validation fold
+    for p in np.unique(persons):
+        assert len({f for f, (_, va) in enumerate(folds) if p in set(persons[va])}) == 1
+    with pytest.raises(ValueError):
+        stratified_group_kfold(labels, persons[:10], k=5)
+
+
+def test_metrics():
+    m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], 2)
+    assert m["accuracy"] == 0.75
+    assert m["confusion_matrix"] == [[1, 1], [0, 2]]
+    assert m["precision"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert m["recall"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def _cfg(weights=""):
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.POSTPROCESSORS = ["ActivityClassifier"]
+    cfg.MODEL.ACTIVITY.HIDDEN_DIMS = [16, 8]
+    cfg.MODEL.ACTIVITY.WEIGHTS = weights
+    return cfg
+
+
+def _instances(n):
+    g = torch.Generator().manual_seed(n)
+    kps = torch.rand(n, 17, 3, generator=g) * torch.tensor([100.0, 200.0, 1.0])
+    boxes = torch.tensor([[0.0, 0.0, 100.0, 200.0]]).repeat(n, 1)
+    return Instances((240, 320), pred_boxes=boxes, scores=torch.ones(n), pred_keypoints=kps)
+
+
+def test_postprocessor_zero_one_many():
+    mods = build_postprocessors(_cfg())
+    clf = mods["ActivityClassifier"]
+    assert POSTPROCESSOR_REGISTRY.get("ActivityClassifier") is ActivityClassifier
+    clf.train()  # BatchNorm must still be in eval mode inside (one detection)
+    results = clf([{}] * 3, [_instances(0), _instances(1), _instances(5)])
+    for r, n in zip(results, (0, 1, 5)):
+        assert r.pred_activity.shape == (n,) and r.pred_activity.dtype == torch.int64
+        assert r.activity_scores.shape == (n, 4)
+        if n:
+            assert torch.allclose(r.activity_scores.sum(1), torch.ones(n))
+    assert clf.training
+    # no fields at all on an empty result
+    empty = Instances((10, 10))
+    clf([{}], [empty])
+    assert empty.pred_activity.shape == (0,) and empty.activity_scores.shape == (0, 4)
+
+
+def test_weights_file_round_trip_and_errors(tmp_path):
+    missing = str(tmp_path / "missing_activity.pth")
+    with pytest.raises(FileNotFoundError, match="missing_activity.pth"):
+        ActivityClassifier(_cfg(missing))
+
+    src = ActivityClassifier(_cfg())
+    layout = src.input_layout()
+    layout["keypoint_mask"] = [1.0] + [0.0] * 4 + [1.0] * 12
+    layout["keep_aspect"] = False
+    good = str(tmp_path / "act.pth")
+    save_activity_weights(good, src.mlp, CLASSES, layout, [16, 8], 0.3)
+    dst = ActivityClassifier(_cfg(good))
+    assert torch.equal(dst.mlp.layers[0].weight, src.mlp.layers[0].weight)
+    assert dst.keypoint_mask.tolist() == layout["keypoint_mask"] and not dst.keep_aspect
+    # loaded buffers travel in a full-model state dict
+    assert "keypoint_mask" in dst.state_dict() and "keep_aspect_flag" in dst.state_dict()
+
+    other = str(tmp_path / "act_other_classes.pth")
+    save_activity_weights(other, src.mlp, ["a", "b", "c", "d"], layout, [16, 8], 0.3)
+    with pytest.raises(ValueError, match="act_other_classes.pth") as e:
+        ActivityClassifier(_cfg(other))
+    assert "MODEL.ACTIVITY.CLASSES" in str(e.value) and "'a'" in str(e.value)
+
+    wrong = str(tmp_path / "act_wrong_shape.pth")
+    small = ActivityMLP(51, 4, [8, 8])
+    save_activity_weights(wrong, small, CLASSES, layout, [8, 8], 0.3)
+    with pytest.raises(RuntimeError, match="act_wrong_shape.pth") as e:
+        ActivityClassifier(_cfg(wrong))
+    assert "shape" in str(e.value)
+
+    vis = str(tmp_path / "act_novis.pth")
+    save_activity_weights(
+        vis,
+        ActivityMLP(34, 4, [16, 8]),
+        CLASSES,
+        dict(layout, use_visibility=False, in_dim=34),
+        [16, 8],
+        0.3,
+    )
+    with pytest.raises(ValueError, match="USE_VISIBILITY"):
+        ActivityClassifier(_cfg(vis))
+
+
+@pytest.mark.skipif(not os.path.exists(MPII_CSV), reason="MPII csv not shipped here")
+def test_mpii_loader_real_csv():
+    from multitask.data.mpii import activity_to_class, load_mpii_activity_csv
+
+    kps, boxes, labels, info = load_mpii_activity_csv(MPII_CSV, CLASSES, verbose=False)
+    n = len(labels)
+    assert kps.shape == (n, 17, 3) and boxes.shape == (n, 4) and labels.shape == (n,)
+    assert all(info["class_counts"][c] > 0 for c in CLASSES)
+    assert len(set(info["person_ids"].tolist())) == n
+    assert (kps[:, 1:5, 2] == 0).all()  # no eyes / ears in MPII
+    # joint mapping, checked against the csv's own columns for a few kept rows
+    rows = {int(r["ID"]): r for r in csv.DictReader(open(MPII_CSV))}
+    for i in range(0, n, max(1, n // 25)):
+        r = rows[int(info["person_ids"][i])]
+        for name, k in (("l shoulder", 5), ("r shoulder", 6), ("l hip", 11), ("r ankle", 16)):
+            x, y = float(r[f"{name}_X"]), float(r[f"{name}_Y"])
+            if x == -1 and y == -1:
+                assert kps[i, k, 2] == 0
+            else:
+                assert kps[i, k].tolist() == [x, y, 2.0]
+        present = kps[i, :, 2] > 0
+        assert (kps[i, present, 0] >= boxes[i, 0]).all()
+        assert (kps[i, present, 1] <= boxes[i, 3]).all()
+    # class rule
+    assert activity_to_class("walking, general", CLASSES, "walking") == 0
+    assert activity_to_class("jogging", CLASSES, "running") == 1
+    assert activity_to_class("cello, sitting", CLASSES, "music playing") == 2
+    assert activity_to_class("standing quietly, standing in a line", CLASSES, "x") == 3
+    assert activity_to_class("food shopping, standing or walking", CLASSES, "x") == -1
+    assert activity_to_class("water walking", CLASSES, "water activities") == -1
+    assert activity_to_class("trombone, standing", CLASSES, "music playing") == -1
+    assert activity_to_class("trombone, standing", CLASSES, "music playing", rule="keywords") == 3

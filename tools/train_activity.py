@@ -1,0 +1,425 @@
+#!/usr/bin/env python
+"""Train and cross-validate the pose-based activity classifier (blog: "Recognizing Human Actions").
+
+Data: MPII Human Pose's activity csv (``--mpii-csv``, see ``multitask.data.mpii`` for the joint
+mapping and the class rule) and/or COCO-format keypoint jsons whose annotations carry an
+``"activity"`` string (``--coco-json``, repeatable; ground-truth poses; a person is identified by
+the annotation's ``person_id``/``track_id`` if present, else its ``id``).
+
+K-fold cross-validation with folds split by person (stratified, no person in two folds), Adam
+(``--lr``), ``ReduceLROnPlateau`` (factor 0.1) and best-epoch selection on an inner, person-grouped
+``--inner-val`` split of each training split (never the fold's validation persons), mirrored
+copies of the training poses (``--no-flip-aug`` to disable), cross-entropy; prints
+per-fold and mean accuracy and macro precision / recall / F1; writes to ``--output-dir``:
+``confusion_matrix.png`` (row-normalised, validation predictions of all folds), ``metrics.json``
+and ``activity_classifier.pth`` (a model trained on all data for the median best epoch count of the
+folds, with its class list and input layout, loadable as ``MODEL.ACTIVITY.WEIGHTS``).
+
+Example::
+
+    python tools/train_activity.py --mpii-csv /work/shared/data/mpii-activity/mpii_human_pose.csv \
+        --output-dir output/activity
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from multitask.modeling.postprocessing.activity import (
+    KEEP_ASPECT,
+    ActivityMLP,
+    activity_feature_dim,
+    classification_metrics,
+    flip_keypoints,
+    keypoints_to_activity_features,
+    save_activity_weights,
+    stratified_group_kfold,
+)
+
+DEFAULT_CLASSES = ["walking", "running", "sitting", "standing"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mpii-csv", default=None, help="MPII activity csv (mpii_human_pose.csv)")
+    p.add_argument(
+        "--mpii-rule",
+        default="posture",
+        choices=["posture", "keywords"],
+        help="how MPII activity names map to classes (see multitask.data.mpii)",
+    )
+    p.add_argument(
+        "--mpii-require-knees",
+        action="store_true",
+        help="drop MPII persons without both knees annotated (upper-body crops)",
+    )
+    p.add_argument(
+        "--coco-json",
+        action="append",
+        default=[],
+        help="COCO keypoint json with an 'activity' field per person (repeatable)",
+    )
+    p.add_argument(
+        "--image-root",
+        default=None,
+        help="image folder of --coco-json (unused: the poses are ground truth)",
+    )
+    p.add_argument("--classes", nargs="+", default=DEFAULT_CLASSES)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden-dims", type=int, nargs="+", default=[3072, 128])
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs)")
+    p.add_argument(
+        "--inner-val",
+        type=float,
+        default=0.1,
+        help="fraction of each training split (by person) held out to pick the best "
+        "epoch and drive the LR plateau; 0: last epoch, plateau on training loss",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="output/activity")
+    p.add_argument(
+        "--no-visibility", action="store_true", help="features without the 17-value mask"
+    )
+    p.add_argument(
+        "--no-keep-aspect",
+        action="store_true",
+        help="normalise x and y by the box's own width and height (default: square box)",
+    )
+    p.add_argument(
+        "--no-flip-aug",
+        action="store_true",
+        help="do not add mirrored copies of the training poses",
+    )
+    p.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.05,
+        help="keypoints with visibility/score <= this are missing",
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: this small MLP is fastest single-threaded "
+        "on a shared machine; 0 = torch's default)",
+    )
+    return p.parse_args(argv)
+
+
+def load_coco_activity_json(path, classes):
+    """(keypoints (N,17,3), boxes (N,4) XYXY, labels (N,), person ids (N,) as strings)."""
+    with open(path) as f:
+        data = json.load(f)
+    lower = [c.lower() for c in classes]
+    kps, boxes, labels, groups = [], [], [], []
+    skipped = 0
+    for a in data.get("annotations", []):
+        act = a.get("activity")
+        if a.get("iscrowd", 0) or not act or act.lower() not in lower:
+            skipped += 1
+            continue
+        k = np.asarray(a.get("keypoints", []), dtype=np.float32).reshape(-1, 3)
+        if k.shape[0] != 17 or (k[:, 2] > 0).sum() == 0:
+            skipped += 1
+            continue
+        x, y, w, h = a["bbox"]
+        kps.append(k)
+        boxes.append([x, y, x + w, y + h])
+        labels.append(lower.index(act.lower()))
+        pid = a.get("person_id", a.get("track_id", a["id"]))
+        groups.append(f"{path}:{pid}")
+    print(
+        f"COCO json {path}: kept {len(labels)} persons with an activity in {classes}, "
+        f"skipped {skipped} annotations"
+    )
+    if not labels:
+        return (
+            np.zeros((0, 17, 3), np.float32),
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.int64),
+            np.zeros((0,), dtype=object),
+        )
+    return (
+        np.stack(kps),
+        np.asarray(boxes, np.float32),
+        np.asarray(labels, np.int64),
+        np.asarray(groups, dtype=object),
+    )
+
+
+def load_data(args):
+    kps, boxes, labels, groups = [], [], [], []
+    if args.mpii_csv:
+        from multitask.data.mpii import load_mpii_activity_csv
+
+        k, b, y, info = load_mpii_activity_csv(
+            args.mpii_csv, args.classes, rule=args.mpii_rule, require_knees=args.mpii_require_knees
+        )
+        kps.append(k), boxes.append(b), labels.append(y)
+        groups.append(np.asarray([f"mpii:{i}" for i in info["person_ids"]], dtype=object))
+    for path in args.coco_json:
+        k, b, y, g = load_coco_activity_json(path, args.classes)
+        kps.append(k), boxes.append(b), labels.append(y), groups.append(g)
+    if not kps:
+        sys.exit("give --mpii-csv and/or --coco-json")
+    kps, boxes = np.concatenate(kps), np.concatenate(boxes)
+    labels, groups = np.concatenate(labels), np.concatenate(groups)
+    if len(labels) == 0:
+        sys.exit("no persons with one of the classes " + str(args.classes))
+    return kps, boxes, labels, groups
+
+
+def make_features(kps, boxes, args, keypoint_mask):
+    return keypoints_to_activity_features(
+        torch.from_numpy(kps),
+        torch.from_numpy(boxes),
+        use_visibility=not args.no_visibility,
+        score_thresh=args.score_thresh,
+        keep_aspect=not args.no_keep_aspect,
+        keypoint_mask=keypoint_mask,
+    )
+
+
+def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
+    """Train an ActivityMLP; returns (model, best_epoch).
+
+    With ``val = (x_val, y_val)`` (an inner split of the training data, never the CV fold's
+    validation set) the LR plateau is judged on its loss and the weights of the epoch with the
+    best inner-validation accuracy are kept; without it, on the training loss, last epoch kept.
+    """
+    torch.manual_seed(seed)
+    device = torch.device(args.device)
+    model = ActivityMLP(x.shape[1], num_classes, args.hidden_dims, args.dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=args.patience)
+    x, y = x.to(device), y.to(device)
+    if val is not None:
+        xv, yv = val[0].to(device), val[1].to(device)
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    best = (-1.0, 0, None)
+    for epoch in range(epochs or args.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=g).to(device)
+        total = 0.0
+        for s in range(0, n, args.batch_size):
+            idx = perm[s : s + args.batch_size]
+            if idx.numel() < 2:  # BatchNorm needs 2 samples
+                continue
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        if val is None:
+            sched.step(total / n)
+            continue
+        model.eval()
+        with torch.no_grad():
+            out = model(xv)
+            vloss = F.cross_entropy(out, yv).item()
+            vacc = (out.argmax(1) == yv).float().mean().item()
+        sched.step(vloss)
+        if vacc > best[0]:
+            best = (vacc, epoch + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    model.eval()
+    return model, (best[1] if val is not None else (epochs or args.epochs))
+
+
+def augmented(kps, boxes, labels, args):
+    if args.no_flip_aug:
+        return kps, boxes, labels
+    fk, fb = flip_keypoints(kps, boxes)
+    return np.concatenate([kps, fk]), np.concatenate([boxes, fb]), np.concatenate([labels, labels])
+
+
+def save_confusion_png(cm, classes, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.output_dir, exist_ok=True)
+    t0 = time.time()
+    kps, boxes, labels, groups = load_data(args)
+    C = len(args.classes)
+    counts = np.bincount(labels, minlength=C)
+    print("persons per class: " + ", ".join(f"{c}={n}" for c, n in zip(args.classes, counts)))
+    # keypoint types present in at least 1% of the data are used; the others (MPII: eyes, ears)
+    # are masked out here and at inference
+    frac = (kps[..., 2] > args.score_thresh).mean(0)
+    keypoint_mask = torch.from_numpy((frac >= 0.01).astype(np.float32))
+    print(f"keypoints used: {[i for i in range(17) if keypoint_mask[i] > 0]}")
+
+    folds = stratified_group_kfold(labels, groups, args.folds, args.seed)
+    rows, all_true, all_pred, best_epochs = [], [], [], []
+    for f, (tr, va) in enumerate(folds):
+        assert not set(groups[tr]) & set(groups[va]), "a person is in train and validation"
+        inner_val = None
+        fit = tr
+        if args.inner_val > 0:
+            # model selection / LR plateau on a person-grouped split of the training folds
+            n_inner = max(2, int(round(1.0 / args.inner_val)))
+            itr, iva = stratified_group_kfold(labels[tr], groups[tr], n_inner, args.seed + 100 + f)[
+                0
+            ]
+            fit = tr[itr]
+            inner_val = (
+                make_features(kps[tr[iva]], boxes[tr[iva]], args, keypoint_mask),
+                torch.from_numpy(labels[tr[iva]]),
+            )
+        k_tr, b_tr, y_tr = augmented(kps[fit], boxes[fit], labels[fit], args)
+        x_tr = make_features(k_tr, b_tr, args, keypoint_mask)
+        x_va = make_features(kps[va], boxes[va], args, keypoint_mask)
+        model, best_epoch = train_model(
+            x_tr, torch.from_numpy(y_tr), C, args, args.seed + f, val=inner_val
+        )
+        best_epochs.append(best_epoch)
+        with torch.no_grad():
+            pred = model(x_va.to(args.device)).argmax(1).cpu().numpy()
+        m = classification_metrics(labels[va], pred, C)
+        m.update(fold=f, n_train=int(len(tr)), n_val=int(len(va)), best_epoch=int(best_epoch))
+        rows.append(m)
+        all_true.append(labels[va])
+        all_pred.append(pred)
+        print(
+            f"fold {f}: n_train={len(tr)} n_val={len(va)} acc={m['accuracy']:.4f} "
+            f"f1={m['f1']:.4f} best_epoch={best_epoch} ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
+
+    keys = ["precision", "recall", "f1", "accuracy"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    std = {k: float(np.std([r[k] for r in rows])) for k in keys}
+    table = [[f"fold {r['fold']}", r["n_val"]] + [r[k] for k in keys] for r in rows]
+    table.append(["mean", int(sum(r["n_val"] for r in rows))] + [mean[k] for k in keys])
+    table.append(["std", ""] + [std[k] for k in keys])
+    try:
+        from tabulate import tabulate
+
+        print(
+            tabulate(
+                table,
+                headers=[
+                    "",
+                    "n_val",
+                    "precision (macro)",
+                    "recall (macro)",
+                    "F1 (macro)",
+                    "accuracy",
+                ],
+                floatfmt=".4f",
+            )
+        )
+    except ImportError:
+        for r in table:
+            print(r)
+
+    all_true, all_pred = np.concatenate(all_true), np.concatenate(all_pred)
+    pooled = classification_metrics(all_true, all_pred, C)
+    png = os.path.join(args.output_dir, "confusion_matrix.png")
+    save_confusion_png(
+        pooled["confusion_matrix"],
+        args.classes,
+        png,
+        f"{args.folds}-fold CV, row-normalised (mean acc {mean['accuracy']:.3f})",
+    )
+    print(
+        "per-class recall (pooled validation): "
+        + ", ".join(f"{c}={r:.3f}" for c, r in zip(args.classes, pooled["per_class_recall"]))
+    )
+    print(f"confusion matrix PNG: {os.path.abspath(png)}")
+
+    # final model on all data, for the median of the folds' best epoch counts
+    final_epochs = int(np.median(best_epochs))
+    k_all, b_all, y_all = augmented(kps, boxes, labels, args)
+    final, _ = train_model(
+        make_features(k_all, b_all, args, keypoint_mask),
+        torch.from_numpy(y_all),
+        C,
+        args,
+        args.seed + 1000,
+        epochs=final_epochs,
+    )
+    layout = {
+        "feature": "xy_in_box_interleaved",
+        "num_keypoints": 17,
+        "use_visibility": not args.no_visibility,
+        "keep_aspect": not args.no_keep_aspect,
+        "score_thresh": args.score_thresh,
+        "keypoint_mask": [float(v) for v in keypoint_mask.tolist()],
+        "in_dim": activity_feature_dim(17, not args.no_visibility),
+    }
+    wpath = os.path.join(args.output_dir, "activity_classifier.pth")
+    save_activity_weights(
+        wpath, final.cpu(), args.classes, layout, args.hidden_dims, args.dropout, cv_mean=mean
+    )
+    print(
+        f"final model (all {len(labels)} persons, {final_epochs} epochs): "
+        f"{os.path.abspath(wpath)}"
+    )
+
+    out = OrderedDict(
+        args=vars(args),
+        classes=args.classes,
+        class_counts=counts.tolist(),
+        folds=rows,
+        mean=mean,
+        std=std,
+        pooled=pooled,
+        input_layout=layout,
+        keep_aspect_default=KEEP_ASPECT,
+        seconds=time.time() - t0,
+    )
+    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"done in {time.time() - t0:.0f}s")
+    return out
+
+
+if __name__ == "__main__":
+    main()
