@@ -20,6 +20,7 @@ scores                   (R,) float           box scores
 pred_classes             (R,) int64           class index
 pred_masks               (R, H, W) bool       full-image masks
 pred_keypoints           (R, K, 3) float      x, y, score
+prn_confidence           (R, K) float         PRN peak probability per keypoint
 pred_activity            (R,) int64           activity class index
 activity_scores          (R, C) float         per-class probabilities
 =======================  ===================  ============================================
