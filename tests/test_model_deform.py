@@ -188,3 +188,14 @@ def test_reset_offset_restores_plain_conv():
         m.reset_offset()
         torch.testing.assert_close(m(x), F.conv2d(x, m.weight, m.bias, padding=1),
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_deformable_output_can_be_modified_in_place():
+    """ResNet blocks apply ReLU(inplace=True) to the conv output; autograd must allow it."""
+    torch.manual_seed(0)
+    conv = ModulatedDeformConv2d(8, 8, 3, padding=1)
+    for n in (1, 2):
+        x = torch.randn(n, 8, 9, 11, requires_grad=True)
+        y = torch.relu_(conv(x))
+        y.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
