@@ -116,14 +116,9 @@ def test_instant_schedule_trains_checkpoints_and_evaluates(tmp_path):
 
     # --eval-only with that checkpoint prints the three tables again
     proc = _train_net(
-        opts
-        + [
-            "--eval-only",
-            "MODEL.WEIGHTS",
-            str(out / "model_final.pth"),
-            "OUTPUT_DIR",
-            str(tmp_path / "eval"),
-        ]
+        ["--eval-only"]
+        + opts
+        + ["MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")]
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("|   AP   |  AP50  |") + proc.stdout.count("|  AP   |  AP50  |") >= 3
@@ -171,7 +166,9 @@ def test_kill_then_resume_continues_at_the_next_iteration(tmp_path):
 
     n_before = len(_metrics(out))
     max_iter = saved_iter + 3
-    done = _train_net(opts + ["--resume", "SOLVER.MAX_ITER", str(max_iter), "DATASETS.TEST", "()"])
+    done = _train_net(
+        ["--resume"] + opts + ["SOLVER.MAX_ITER", str(max_iter), "DATASETS.TEST", "()"]
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"Resuming from iteration {saved_iter + 1}" in done.stdout
     resumed = _metrics(out)[n_before:]
