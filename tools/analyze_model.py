@@ -20,20 +20,16 @@ from multitask import build_model, get_cfg
 from multitask.modeling import count_parameters
 
 
-def time_forward(model, image: torch.Tensor, repeats: int, warmup: int):
+def time_once(model, image: torch.Tensor) -> float:
     inputs = [{"image": image, "height": image.shape[1], "width": image.shape[2]}]
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if image.device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(inputs)
-            if image.device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+        if image.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = model(inputs)
+        if image.device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start, len(out[0]["instances"])
 
 
 def main(argv=None):
@@ -44,28 +40,45 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--num-people", type=int, default=10, help="detections per image")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for all")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.lower().split("x"))
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, device=args.device)
-    rows = []
+    models = []
     for path in args.config_file:
         cfg = get_cfg()
         cfg.merge_from_file(path)
+        # exactly N people through the mask/keypoint heads, whatever the random weights score
+        n = str(args.num_people)
         cfg.merge_from_list(
-            ["MODEL.DEVICE", args.device, "INPUT.MIN_SIZE_TEST", str(h)] + args.opts
+            ["MODEL.DEVICE", args.device, "INPUT.MIN_SIZE_TEST", str(h)]
+            + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0"]
+            + ["MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", n]
+            + args.opts
         )
-        model = build_model(cfg).eval()
-        times = time_forward(model, image, args.repeats, args.warmup)
+        models.append((path, build_model(cfg).eval()))
+    # rounds alternate between the models so that a busy machine slows them alike
+    times = {path: [] for path, _ in models}
+    counts = {}
+    for r in range(args.warmup + args.repeats):
+        for path, model in models:
+            t, counts[path] = time_once(model, image)
+            if r >= args.warmup:
+                times[path].append(t)
+    rows = []
+    for path, model in models:
+        ts = times[path]
         rows.append(
             [
                 os.path.basename(path),
                 f"{count_parameters(model) / 1e6:.2f}",
                 f"{count_parameters(model.backbone) / 1e6:.2f}",
-                f"{statistics.median(times) * 1000:.0f}",
-                f"{min(times) * 1000:.0f}-{max(times) * 1000:.0f}",
+                counts[path],
+                f"{statistics.median(ts) * 1000:.0f}",
+                f"{min(ts) * 1000:.0f}-{max(ts) * 1000:.0f}",
             ]
         )
     print(
@@ -73,7 +86,7 @@ def main(argv=None):
         f"{args.repeats} runs after {args.warmup} warm-up, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}"
     )
-    headers = ["config", "params (M)", "backbone (M)", "forward median ms", "min-max ms"]
+    headers = ["config", "params (M)", "backbone (M)", "people", "forward median ms", "min-max ms"]
     print(tabulate(rows, headers=headers, tablefmt="pipe"))
 
 
