@@ -27,7 +27,9 @@ class OffsetRefinedKeypointHead(nn.Module):
     4x4 stride-2 transposed conv and a 2x bilinear upsample: 14x14 ROI features -> 56x56 maps.
     With ``offset_refinement`` the predictor has ``3K`` channels: K heatmaps ``x`` and per
     keypoint an offset field ``(dx, dy)``; the output heatmap is ``y(p) = x(p + dp(p))``.
-    The offset channels start at zero, so training starts from the plain heatmap.
+    The offset channels start at zero, so training starts from the plain heatmap. With
+    ``small_init`` (used for the ``gaussian_mse`` loss) the heatmaps start near zero instead of
+    at the logit scale that suits the softmax cross-entropy.
 
     Forward: ``(R, C, 14, 14)`` -> dict ``heatmaps (R, K, 56, 56)`` (refined),
     ``raw_heatmaps (R, K, 56, 56)`` and ``offsets (R, 2K, 56, 56)`` (when refining).
@@ -42,6 +44,7 @@ class OffsetRefinedKeypointHead(nn.Module):
         deform_modulated: bool = True,
         offset_refinement: bool = True,
         up_scale: int = 2,
+        small_init: bool = False,
     ):
         super().__init__()
         self.num_keypoints = num_keypoints
@@ -61,7 +64,10 @@ class OffsetRefinedKeypointHead(nn.Module):
         self.convs = nn.Sequential(*layers)
         out = num_keypoints * (3 if offset_refinement else 1)
         self.score_lowres = nn.ConvTranspose2d(c, out, kernel_size=4, stride=2, padding=1)
-        nn.init.kaiming_normal_(self.score_lowres.weight, mode="fan_out", nonlinearity="relu")
+        if small_init:  # regression targets in [0, 1]: start near 0, not at logit scale
+            nn.init.normal_(self.score_lowres.weight, std=0.001)
+        else:
+            nn.init.kaiming_normal_(self.score_lowres.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.score_lowres.bias)
         if offset_refinement:
             with torch.no_grad():
@@ -83,6 +89,7 @@ class OffsetRefinedKeypointHead(nn.Module):
             deform_modulated=k.DEFORM_MODULATED,
             offset_refinement=k.OFFSET_REFINEMENT,
             up_scale=k.HEATMAP_SIZE // (2 * k.POOLER_RESOLUTION),
+            small_init=k.LOSS_TYPE == "gaussian_mse",
         )
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
