@@ -345,3 +345,26 @@ def test_keypoint_head_from_config():
     assert set(out) == {"heatmaps"}
     assert out["heatmaps"].shape == (2, 17, 28, 28)
     assert head.score_lowres.out_channels == 17
+
+
+def test_gaussian_mse_head_starts_near_zero():
+    """With Gaussian targets in [0, 1] the first MSE must be of the order of the targets' energy
+    (about pi * sigma^2 per keypoint), not of the logit scale softmax-CE heads start at."""
+    from multitask.modeling.roi_heads import build_keypoint_head
+
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "[16]"])
+    x = torch.rand(3, 8, 14, 14)
+    rois = torch.tensor([[0.0, 0.0, 56.0, 56.0]] * 3)
+    kps = torch.rand(3, 17, 3) * 50
+    kps[..., 2] = 2
+    uv, valid = keypoints_to_heatmap_coords(kps, rois, 56)
+    target = encode_gaussian_targets(uv, valid, 56, 1.0)
+    losses = {}
+    for loss_type in ("gaussian_mse", "softmax_ce"):
+        cfg.MODEL.ROI_KEYPOINT_HEAD.LOSS_TYPE = loss_type
+        heatmaps = build_keypoint_head(cfg, 8)(x)["heatmaps"]
+        losses[loss_type] = float(keypoint_gaussian_mse_loss(heatmaps, target, valid))
+    assert losses["gaussian_mse"] < 10.0
+    assert losses["softmax_ce"] > 10 * losses["gaussian_mse"]
