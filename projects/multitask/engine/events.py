@@ -17,7 +17,6 @@ class MetricStorage:
 
     def __init__(self, start_iter: int = 0, window: int = 20):
         self.iter = start_iter
-        self._window = window
         self._history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
         self._latest: Dict[str, float] = {}
 
@@ -30,8 +29,8 @@ class MetricStorage:
     def median(self, key: str) -> float:
         return float(np.median(self._history[key]))
 
-    def latest(self) -> Dict[str, float]:
-        return dict(self._latest)
+    def has(self, key: str) -> bool:
+        return bool(self._history.get(key))
 
     def smoothed(self) -> Dict[str, float]:
         """Window medians of the losses, latest value of everything else."""
@@ -89,7 +88,7 @@ class ConsoleWriter:
     def write(self, storage: MetricStorage) -> None:
         it = storage.iter
         eta = ""
-        if "time" in storage._history and len(storage._history["time"]):
+        if storage.has("time"):
             sec = storage.median("time") * (self._max_iter - it - 1)
             eta = f"eta: {datetime.timedelta(seconds=int(sec))}  "
         values = storage.smoothed()
