@@ -28,6 +28,7 @@ def overfit_cfg(tmp_path, name: str):
         min_people=1,
         max_people=2,
         min_person_height=70.0,
+        min_keypoint_area=0,  # keep the keypoints of every person, small ones too
     )
     image_root = str(tmp_path / "data" / "images")
     cfg = get_cfg()

@@ -194,8 +194,34 @@ def test_ensure_synthetic_dataset(tmp_path, monkeypatch):
     ensure_synthetic_dataset(str(tmp_path), "val")
     assert os.path.isfile(json_file)
     assert not [n for n in os.listdir(os.path.dirname(json_file)) if n.endswith(".tmp")]
+    # a split written by another generator version is regenerated
+    with open(json_file) as f:
+        js = json.load(f)
+    js["info"]["version"] = "0"
+    with open(json_file, "w") as f:
+        json.dump(js, f)
+    ensure_synthetic_dataset(str(tmp_path), "val")
+    with open(json_file) as f:
+        assert json.load(f)["info"]["version"] == synthetic.GENERATOR_VERSION
     with pytest.raises(ValueError):
         ensure_synthetic_dataset(str(tmp_path), "test")
+
+
+def test_small_people_carry_no_keypoints(dataset, tmp_path):
+    """COCO labels keypoints of medium and large people only (area >= 32^2)."""
+    _, _, js = dataset
+    small = [a for a in js["annotations"] if a["area"] < 32 * 32]
+    large = [a for a in js["annotations"] if a["area"] >= 32 * 32]
+    assert small and large
+    assert all(a["num_keypoints"] == 0 and not any(a["keypoints"]) for a in small)
+    assert sum(a["num_keypoints"] > 0 for a in large) >= 0.95 * len(large)
+    # min_keypoint_area=0 keeps everyone's keypoints, on the same images
+    out = str(tmp_path / "all")
+    with open(generate_synthetic_people(out, NUM_IMAGES, seed=0, min_keypoint_area=0,
+                                        show_progress=False)) as f:
+        every = json.load(f)["annotations"]
+    assert [a["bbox"] for a in every] == [a["bbox"] for a in js["annotations"]]
+    assert sum(a["num_keypoints"] > 0 for a in every if a["area"] < 32 * 32) >= 0.95 * len(small)
 
 
 def test_tool(tmp_path, capsys):
