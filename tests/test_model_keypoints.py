@@ -1,4 +1,5 @@
 """Keypoint heatmaps: offset refinement, encode/decode round trip, losses, and the head."""
+
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from multitask.modeling.roi_heads import (
     encode_gaussian_targets,
     encode_onehot_targets,
     heatmaps_to_keypoints,
+    keypoint_gaussian_ce_loss,
     keypoint_gaussian_mse_loss,
     keypoint_softmax_ce_loss,
     keypoints_to_heatmap_coords,
@@ -152,7 +154,10 @@ def test_refine_offsets_are_per_keypoint_and_per_pixel():
 
 def test_refine_empty_and_gradients():
     assert refine_heatmaps(torch.zeros(0, 17, 8, 8), torch.zeros(0, 34, 8, 8)).shape == (
-        0, 17, 8, 8,
+        0,
+        17,
+        8,
+        8,
     )
     torch.manual_seed(0)
     x = torch.randn(2, 3, 6, 6, requires_grad=True)
@@ -168,11 +173,15 @@ def test_refine_empty_and_gradients():
 def test_keypoints_to_heatmap_coords_golden():
     rois = torch.tensor([[10.0, 20.0, 50.0, 60.0]])
     kps = torch.tensor(
-        [[[30.0, 25.0, 2.0],  # u = 20 * 4 / 40 = 2.0, v = 0.5
-          [30.0, 25.0, 0.0],  # unlabelled
-          [50.0, 30.0, 1.0],  # on the right edge: outside [x0, x1)
-          [9.0, 30.0, 2.0],  # left of the box
-          [10.0, 59.0, 1.0]]]  # u = 0, v = 3.9
+        [
+            [
+                [30.0, 25.0, 2.0],  # u = 20 * 4 / 40 = 2.0, v = 0.5
+                [30.0, 25.0, 0.0],  # unlabelled
+                [50.0, 30.0, 1.0],  # on the right edge: outside [x0, x1)
+                [9.0, 30.0, 2.0],  # left of the box
+                [10.0, 59.0, 1.0],
+            ]
+        ]  # u = 0, v = 3.9
     )
     uv, valid = keypoints_to_heatmap_coords(kps, rois, 4)
     torch.testing.assert_close(uv[0, 0], torch.tensor([2.0, 0.5]))
@@ -293,6 +302,37 @@ def test_softmax_ce_loss_lower_for_peaked_map():
     assert keypoint_softmax_ce_loss(wrong, targets) > flat_loss
 
 
+def test_gaussian_ce_loss_matches_softmax_ce_for_narrow_target_and_ranks_by_distance():
+    s = 8
+    uv = torch.tensor([[[3.5, 4.5], [1.5, 0.5], [6.5, 6.5]]])  # cell centres
+    valid = torch.tensor([[True, True, False]])
+    logits = torch.randn(1, 3, s, s)
+    narrow = encode_gaussian_targets(uv, valid, s, sigma=0.05)  # numerically one-hot
+    onehot = encode_onehot_targets(uv, valid, s)
+    assert keypoint_gaussian_ce_loss(logits, narrow, valid).item() == pytest.approx(
+        keypoint_softmax_ce_loss(logits, onehot).item(), rel=1e-5
+    )
+    # with sigma = 1 cell a peak one cell away costs less than one four cells away
+    target = encode_gaussian_targets(uv[:, :1], valid[:, :1], s, sigma=1.0)
+
+    def peak_at(i, j):
+        m = torch.zeros(1, 1, s, s)
+        m[0, 0, i, j] = 8.0
+        return keypoint_gaussian_ce_loss(m, target, valid[:, :1]).item()
+
+    right, near, far = peak_at(4, 3), peak_at(4, 4), peak_at(0, 3)
+    assert right < near < far
+
+
+def test_gaussian_ce_loss_zero_graph_without_valid_keypoints():
+    hm = torch.randn(3, 17, 8, 8, requires_grad=True)
+    target = torch.rand(3, 17, 8, 8)
+    loss = keypoint_gaussian_ce_loss(hm, target, torch.zeros(3, 17, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert hm.grad is not None and hm.grad.abs().sum() == 0
+
+
 def test_gaussian_mse_loss_lower_for_peaked_map():
     uv = torch.tensor([[[3.2, 4.7], [1.1, 0.4]]])
     valid = torch.tensor([[True, True]])
@@ -300,9 +340,8 @@ def test_gaussian_mse_loss_lower_for_peaked_map():
     flat = torch.full_like(target, 0.1)
     assert keypoint_gaussian_mse_loss(target, target, valid).item() == pytest.approx(0.0)
     peaked = target * 0.9
-    assert (
-        keypoint_gaussian_mse_loss(peaked, target, valid)
-        < keypoint_gaussian_mse_loss(flat, target, valid)
+    assert keypoint_gaussian_mse_loss(peaked, target, valid) < keypoint_gaussian_mse_loss(
+        flat, target, valid
     )
     # invalid keypoints do not contribute
     valid2 = torch.tensor([[True, False]])
@@ -334,10 +373,14 @@ def test_keypoint_head_from_config():
     cfg = get_cfg()
     cfg.merge_from_list(
         [
-            "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [8],
-            "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 7,
-            "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE", 28,
-            "MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT", False,
+            "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS",
+            [8],
+            "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION",
+            7,
+            "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE",
+            28,
+            "MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT",
+            False,
         ]
     )
     head = build_keypoint_head(cfg, 4)

@@ -114,6 +114,7 @@ _C.MODEL.ROI_BOX_HEAD.LOSS_WEIGHT = 1.0
 _C.MODEL.ROI_MASK_HEAD = CfgNode()
 _C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
 _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+_C.MODEL.ROI_MASK_HEAD.NORM = ""  # "" (none), "GN" or "BN" after each conv
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # masks are predicted at 2x this: 28x28
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 2
 _C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0
@@ -205,12 +206,15 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.MODEL.ROI_KEYPOINT_HEAD.DEFORM_MODULATED = True
     # Predict 2K offset maps and refine heatmaps as y(p) = x(p + dp(p))
     _C.MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT = True
-    # Keypoint loss: "softmax_ce" (detectron2, one-hot target) or "gaussian_mse" (report, sigma=1)
+    # Keypoint loss: "softmax_ce" (detectron2, one-hot target), "gaussian_ce" (softmax
+    # cross-entropy against a normalised Gaussian target) or "gaussian_mse" (report, sigma=1)
     _C.MODEL.ROI_KEYPOINT_HEAD.LOSS_TYPE = "softmax_ce"
-    # Standard deviation, in heatmap cells, of the Gaussian targets of "gaussian_mse"
+    # Standard deviation, in heatmap cells, of the Gaussian targets of "gaussian_ce"/"_mse"
     _C.MODEL.ROI_KEYPOINT_HEAD.GAUSSIAN_SIGMA = 1.0
     # Heatmap side length the keypoint head predicts (56 = 4x a 14x14 pooler)
     _C.MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE = 56
+    # Normalization after each keypoint head conv: "" (none, as detectron2), "GN" or "BN"
+    _C.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
 
     # --- backbone ----------------------------------------------------------------------
     # Scale every ResNet stage's width (1.0 = standard; < 1 for CPU-sized models trained from

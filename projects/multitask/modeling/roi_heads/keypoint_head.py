@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from fvcore.common.registry import Registry
 from torch import nn
 
-from ..layers import ModulatedDeformConv2d
+from ..layers import ModulatedDeformConv2d, get_norm
 from .keypoint_codec import refine_heatmaps
 
 ROI_KEYPOINT_HEAD_REGISTRY = Registry("ROI_KEYPOINT_HEAD")
@@ -23,7 +23,8 @@ are supervised and decoded) and optionally ``"raw_heatmaps"`` and ``"offsets"``.
 class OffsetRefinedKeypointHead(nn.Module):
     """Conv stack + deconv/upsample predicting K heatmaps and 2K offset maps.
 
-    ``conv_dims`` 3x3 convs (deformable when ``deform_on``: the report's "H") with ReLU, then a
+    ``conv_dims`` 3x3 convs (deformable when ``deform_on``: the report's "H") with ReLU (and
+    ``norm`` -- ``"GN"``/``"BN"`` -- between conv and ReLU when set), then a
     4x4 stride-2 transposed conv and a 2x bilinear upsample: 14x14 ROI features -> 56x56 maps.
     With ``offset_refinement`` the predictor has ``3K`` channels: K heatmaps ``x`` and per
     keypoint an offset field ``(dx, dy)``; the output heatmap is ``y(p) = x(p + dp(p))``.
@@ -45,21 +46,30 @@ class OffsetRefinedKeypointHead(nn.Module):
         offset_refinement: bool = True,
         up_scale: int = 2,
         small_init: bool = False,
+        norm: str = "",
     ):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.offset_refinement = offset_refinement
         self.up_scale = up_scale
+        norm_layer = get_norm(norm, "MODEL.ROI_KEYPOINT_HEAD.NORM")
         layers = []
         c = in_channels
-        for i, dim in enumerate(conv_dims):
+        for dim in conv_dims:
+            bias = norm_layer is None
             if deform_on:
-                conv = ModulatedDeformConv2d(c, dim, 3, padding=1, modulated=deform_modulated)
+                conv = ModulatedDeformConv2d(
+                    c, dim, 3, padding=1, bias=bias, modulated=deform_modulated
+                )
             else:
-                conv = nn.Conv2d(c, dim, 3, padding=1)
+                conv = nn.Conv2d(c, dim, 3, padding=1, bias=bias)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            layers += [conv, nn.ReLU(inplace=True)]
+            if bias:
+                nn.init.zeros_(conv.bias)
+            layers.append(conv)
+            if norm_layer is not None:
+                layers.append(norm_layer(dim))
+            layers.append(nn.ReLU(inplace=True))
             c = dim
         self.convs = nn.Sequential(*layers)
         out = num_keypoints * (3 if offset_refinement else 1)
@@ -90,6 +100,7 @@ class OffsetRefinedKeypointHead(nn.Module):
             offset_refinement=k.OFFSET_REFINEMENT,
             up_scale=k.HEATMAP_SIZE // (2 * k.POOLER_RESOLUTION),
             small_init=k.LOSS_TYPE == "gaussian_mse",
+            norm=k.NORM,
         )
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:

@@ -22,10 +22,12 @@ from torchvision.models.detection.roi_heads import (
 )
 from torchvision.ops import MultiScaleRoIAlign
 
+from ..layers import get_norm
 from .keypoint_codec import (
     encode_gaussian_targets,
     encode_onehot_targets,
     heatmaps_to_keypoints,
+    keypoint_gaussian_ce_loss,
     keypoint_gaussian_mse_loss,
     keypoint_softmax_ce_loss,
     keypoints_to_heatmap_coords,
@@ -42,7 +44,7 @@ Registry for ROI heads. A registered class is built as ``cls(cfg, in_channels)``
 (R, 1, 28, 28)`` probabilities and ``keypoints (R, K, 3)``.
 """
 
-_LOSS_TYPES = ("softmax_ce", "gaussian_mse")
+_LOSS_TYPES = ("softmax_ce", "gaussian_ce", "gaussian_mse")
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -80,7 +82,12 @@ class MultiTaskROIHeads(RoIHeads):
             self.mask_pooler = MultiScaleRoIAlign(
                 names, mh.POOLER_RESOLUTION, mh.POOLER_SAMPLING_RATIO
             )
-            self.mask_convs = MaskRCNNHeads(in_channels, [mh.CONV_DIM] * mh.NUM_CONV, dilation=1)
+            self.mask_convs = MaskRCNNHeads(
+                in_channels,
+                [mh.CONV_DIM] * mh.NUM_CONV,
+                dilation=1,
+                norm_layer=get_norm(mh.NORM, "MODEL.ROI_MASK_HEAD.NORM"),
+            )
             self.mask_predictor_ = MaskRCNNPredictor(mh.CONV_DIM, mh.CONV_DIM, rh.NUM_CLASSES + 1)
             # detectron2's init of the mask logits: small, so the first mask losses are ~log 2
             nn.init.normal_(self.mask_predictor_.mask_fcn_logits.weight, std=0.001)
@@ -222,6 +229,9 @@ class MultiTaskROIHeads(RoIHeads):
         uv, valid = keypoints_to_heatmap_coords(gt_keypoints, rois, size)
         if self.keypoint_loss_type == "softmax_ce":
             loss = keypoint_softmax_ce_loss(heatmaps, encode_onehot_targets(uv, valid, size))
+        elif self.keypoint_loss_type == "gaussian_ce":
+            target = encode_gaussian_targets(uv, valid, size, self.gaussian_sigma)
+            loss = keypoint_gaussian_ce_loss(heatmaps, target, valid)
         else:
             target = encode_gaussian_targets(uv, valid, size, self.gaussian_sigma)
             loss = keypoint_gaussian_mse_loss(heatmaps, target, valid)
