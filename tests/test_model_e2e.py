@@ -226,6 +226,18 @@ def test_head_norms_build_and_train():
     assert _grad_is_useful(heads.keypoint_head_.convs[1].weight)  # the first GroupNorm
 
 
+@pytest.mark.parametrize("canonical, levels", [(224, [2, 2, 3]), (56, [3, 4, 5])])
+def test_canonical_box_size_picks_fpn_levels(canonical, levels):
+    model = _build(["MODEL.ROI_HEADS.CANONICAL_BOX_SIZE", str(canonical)])
+    model.eval()
+    with torch.no_grad():
+        model([{"image": _image(0)}])  # the poolers infer their scales on the first call
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0], [0.0, 0.0, 60.0, 60.0], [0.0, 0.0, 120.0, 120.0]])
+    heads = model.roi_heads
+    for pooler in (heads.box_roi_pool, heads.mask_pooler, heads.keypoint_pooler):
+        assert (pooler.map_levels([boxes]) + 2).tolist() == levels  # p2 is level index 0
+
+
 @pytest.mark.parametrize("key", ["MODEL.ROI_KEYPOINT_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM"])
 def test_unknown_head_norm_refused_by_name(key):
     with pytest.raises(ValueError, match=key):

@@ -216,6 +216,12 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # Normalization after each keypoint head conv: "" (none, as detectron2), "GN" or "BN"
     _C.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
 
+    # --- ROI pooling ---------------------------------------------------------------------
+    # Box side (sqrt of area, input pixels) pooled from p4; a box half as large comes from p3,
+    # and so on (detectron2 and torchvision fix it at 224, which suits ~800 px inputs: scale it
+    # with the input size for small images)
+    _C.MODEL.ROI_HEADS.CANONICAL_BOX_SIZE = 224
+
     # --- backbone ----------------------------------------------------------------------
     # Scale every ResNet stage's width (1.0 = standard; < 1 for CPU-sized models trained from
     # scratch -- ImageNet weights only fit 1.0)

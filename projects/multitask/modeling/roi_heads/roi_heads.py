@@ -58,7 +58,11 @@ class MultiTaskROIHeads(RoIHeads):
     def __init__(self, cfg, in_channels: int):
         rh, bh = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
         names = list(rh.IN_FEATURES)
-        box_pool = MultiScaleRoIAlign(names, bh.POOLER_RESOLUTION, bh.POOLER_SAMPLING_RATIO)
+        # FPN level of a box of side s: floor(4 + log2(s / CANONICAL_BOX_SIZE)), clamped
+        canonical = dict(canonical_scale=rh.CANONICAL_BOX_SIZE, canonical_level=4)
+        box_pool = MultiScaleRoIAlign(
+            names, bh.POOLER_RESOLUTION, bh.POOLER_SAMPLING_RATIO, **canonical
+        )
         box_head = TwoMLPHead(in_channels * bh.POOLER_RESOLUTION**2, bh.FC_DIM)
         box_predictor = FastRCNNPredictor(bh.FC_DIM, rh.NUM_CLASSES + 1)
         super().__init__(
@@ -80,7 +84,7 @@ class MultiTaskROIHeads(RoIHeads):
         if self.mask_on:
             mh = cfg.MODEL.ROI_MASK_HEAD
             self.mask_pooler = MultiScaleRoIAlign(
-                names, mh.POOLER_RESOLUTION, mh.POOLER_SAMPLING_RATIO
+                names, mh.POOLER_RESOLUTION, mh.POOLER_SAMPLING_RATIO, **canonical
             )
             self.mask_convs = MaskRCNNHeads(
                 in_channels,
@@ -103,7 +107,7 @@ class MultiTaskROIHeads(RoIHeads):
                     f"{_LOSS_TYPES}"
                 )
             self.keypoint_pooler = MultiScaleRoIAlign(
-                names, kh.POOLER_RESOLUTION, kh.POOLER_SAMPLING_RATIO
+                names, kh.POOLER_RESOLUTION, kh.POOLER_SAMPLING_RATIO, **canonical
             )
             self.keypoint_head_ = build_keypoint_head(cfg, in_channels)
             self.keypoint_loss_type = kh.LOSS_TYPE
