@@ -236,3 +236,9 @@ def test_tool(tmp_path, capsys):
     with open(json_path) as f:
         js = json.load(f)
     assert [(im["height"], im["width"]) for im in js["images"]] == [(64, 96)] * 2
+    # people in 64x96 images are all under 32^2 px: keypoints only with --min-keypoint-area 0
+    assert not any(a["num_keypoints"] for a in js["annotations"])
+    json_path = tool.main(["--out", str(tmp_path / "k"), "--num-images", "2", "--seed", "4",
+                           "--height", "64", "--width", "96", "--min-keypoint-area", "0"])
+    with open(json_path) as f:
+        assert any(a["num_keypoints"] for a in json.load(f)["annotations"])

@@ -25,6 +25,9 @@ def get_parser():
     p.add_argument("--width", type=int, default=DEFAULT_IMAGE_SIZE[1])
     p.add_argument("--min-people", type=int, default=1)
     p.add_argument("--max-people", type=int, default=4)
+    p.add_argument("--min-keypoint-area", type=float, default=32 * 32,
+                   help="people with a smaller visible area get no keypoints, as in COCO; "
+                        "0 labels everyone")
     return p
 
 
@@ -34,7 +37,7 @@ def main(argv=None):
     json_path = generate_synthetic_people(
         args.out, num_images=args.num_images, seed=args.seed,
         image_size=(args.height, args.width), min_people=args.min_people,
-        max_people=args.max_people,
+        max_people=args.max_people, min_keypoint_area=args.min_keypoint_area,
     )
     print(f"Wrote {args.num_images} images to {os.path.join(args.out, 'images')} "
           f"and annotations to {json_path}")
