@@ -1,5 +1,4 @@
 """End-to-end: a tiny MultiTaskRCNN trains, infers and rescales on hand-made images (CPU)."""
-
 import pytest
 import torch
 
@@ -19,51 +18,30 @@ LOSS_NAMES = {
 # A tiny model: ResNet-18, 32-channel FPN, 2-conv keypoint head, 7x7 poolers (14x14 masks,
 # 28x28 heatmaps), few anchors/proposals sampled.
 TINY = [
-    "MODEL.DEVICE",
-    "cpu",
-    "MODEL.RESNETS.DEPTH",
-    18,
-    "MODEL.FPN.OUT_CHANNELS",
-    32,
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
-    200,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-    50,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST",
-    100,
-    "MODEL.RPN.POST_NMS_TOPK_TEST",
-    20,
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
-    64,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    32,
-    "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE",
-    8,
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-    0.0,
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    64,
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    16,
-    "MODEL.ROI_MASK_HEAD.NUM_CONV",
-    1,
-    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION",
-    7,
-    "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS",
-    [16, 16],
-    "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION",
-    7,
-    "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE",
-    28,
+    "MODEL.DEVICE", "cpu",
+    "MODEL.RESNETS.DEPTH", 18,
+    "MODEL.FPN.OUT_CHANNELS", 32,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", 100,
+    "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+    "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", 8,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", 16,
+    "MODEL.ROI_MASK_HEAD.NUM_CONV", 1,
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 7,
+    "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [16, 16],
+    "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 7,
+    "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE", 28,
 ]
 # the full model: deformable res3-res5 and deformable keypoint head, offset refinement on
 FULL = [
-    "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
-    [False, True, True, True],
-    "MODEL.ROI_KEYPOINT_HEAD.DEFORM_ON",
-    True,
-    "MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT",
-    True,
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True],
+    "MODEL.ROI_KEYPOINT_HEAD.DEFORM_ON", True,
+    "MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT", True,
 ]
 
 
@@ -166,7 +144,9 @@ def test_train_step_full_model():
         n: m.conv_offset for n, m in bottom_up.named_modules() if hasattr(m, "conv_offset")
     }
     # res3..res5 of ResNet-18: 2 blocks each
-    assert sorted(offset_convs) == sorted(f"layer{s}.{b}.conv2" for s in (2, 3, 4) for b in (0, 1))
+    assert sorted(offset_convs) == sorted(
+        f"layer{s}.{b}.conv2" for s in (2, 3, 4) for b in (0, 1)
+    )
     for name, conv in offset_convs.items():
         assert _grad_is_useful(conv.weight), name
 

@@ -1,5 +1,4 @@
 """Keypoint heatmaps: offset refinement, encode/decode round trip, losses, and the head."""
-
 import pytest
 import torch
 
@@ -154,10 +153,7 @@ def test_refine_offsets_are_per_keypoint_and_per_pixel():
 
 def test_refine_empty_and_gradients():
     assert refine_heatmaps(torch.zeros(0, 17, 8, 8), torch.zeros(0, 34, 8, 8)).shape == (
-        0,
-        17,
-        8,
-        8,
+        0, 17, 8, 8,
     )
     torch.manual_seed(0)
     x = torch.randn(2, 3, 6, 6, requires_grad=True)
@@ -173,15 +169,11 @@ def test_refine_empty_and_gradients():
 def test_keypoints_to_heatmap_coords_golden():
     rois = torch.tensor([[10.0, 20.0, 50.0, 60.0]])
     kps = torch.tensor(
-        [
-            [
-                [30.0, 25.0, 2.0],  # u = 20 * 4 / 40 = 2.0, v = 0.5
-                [30.0, 25.0, 0.0],  # unlabelled
-                [50.0, 30.0, 1.0],  # on the right edge: outside [x0, x1)
-                [9.0, 30.0, 2.0],  # left of the box
-                [10.0, 59.0, 1.0],
-            ]
-        ]  # u = 0, v = 3.9
+        [[[30.0, 25.0, 2.0],  # u = 20 * 4 / 40 = 2.0, v = 0.5
+          [30.0, 25.0, 0.0],  # unlabelled
+          [50.0, 30.0, 1.0],  # on the right edge: outside [x0, x1)
+          [9.0, 30.0, 2.0],  # left of the box
+          [10.0, 59.0, 1.0]]]  # u = 0, v = 3.9
     )
     uv, valid = keypoints_to_heatmap_coords(kps, rois, 4)
     torch.testing.assert_close(uv[0, 0], torch.tensor([2.0, 0.5]))
@@ -340,8 +332,9 @@ def test_gaussian_mse_loss_lower_for_peaked_map():
     flat = torch.full_like(target, 0.1)
     assert keypoint_gaussian_mse_loss(target, target, valid).item() == pytest.approx(0.0)
     peaked = target * 0.9
-    assert keypoint_gaussian_mse_loss(peaked, target, valid) < keypoint_gaussian_mse_loss(
-        flat, target, valid
+    assert (
+        keypoint_gaussian_mse_loss(peaked, target, valid)
+        < keypoint_gaussian_mse_loss(flat, target, valid)
     )
     # invalid keypoints do not contribute
     valid2 = torch.tensor([[True, False]])
@@ -373,14 +366,10 @@ def test_keypoint_head_from_config():
     cfg = get_cfg()
     cfg.merge_from_list(
         [
-            "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS",
-            [8],
-            "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION",
-            7,
-            "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE",
-            28,
-            "MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT",
-            False,
+            "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [8],
+            "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 7,
+            "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE", 28,
+            "MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT", False,
         ]
     )
     head = build_keypoint_head(cfg, 4)
