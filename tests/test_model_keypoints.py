@@ -266,10 +266,11 @@ def test_softmax_ce_loss_zero_graph_without_valid_keypoints():
     loss.backward()
 
 
-def test_gaussian_mse_loss_zero_graph_without_valid_keypoints():
+@pytest.mark.parametrize("loss_fn", [keypoint_gaussian_ce_loss, keypoint_gaussian_mse_loss])
+def test_gaussian_losses_zero_graph_without_valid_keypoints(loss_fn):
     hm = torch.randn(3, 17, 8, 8, requires_grad=True)
     target = torch.rand(3, 17, 8, 8)
-    loss = keypoint_gaussian_mse_loss(hm, target, torch.zeros(3, 17, dtype=torch.bool))
+    loss = loss_fn(hm, target, torch.zeros(3, 17, dtype=torch.bool))
     assert loss.item() == 0.0
     loss.backward()
     assert hm.grad is not None and hm.grad.abs().sum() == 0
@@ -314,15 +315,6 @@ def test_gaussian_ce_loss_matches_softmax_ce_for_narrow_target_and_ranks_by_dist
 
     right, near, far = peak_at(4, 3), peak_at(4, 4), peak_at(0, 3)
     assert right < near < far
-
-
-def test_gaussian_ce_loss_zero_graph_without_valid_keypoints():
-    hm = torch.randn(3, 17, 8, 8, requires_grad=True)
-    target = torch.rand(3, 17, 8, 8)
-    loss = keypoint_gaussian_ce_loss(hm, target, torch.zeros(3, 17, dtype=torch.bool))
-    assert loss.item() == 0.0
-    loss.backward()
-    assert hm.grad is not None and hm.grad.abs().sum() == 0
 
 
 def test_gaussian_mse_loss_lower_for_peaked_map():

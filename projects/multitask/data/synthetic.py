@@ -871,12 +871,12 @@ def ensure_synthetic_dataset(root, split):
     json_file = os.path.join(out_dir, "annotations.json")
     image_root = os.path.join(out_dir, "images")
     version = _generated_version(json_file)
-    if version is None:
-        logger.info("Synthetic people split %r not found at %s; generating it", split, out_dir)
-        generate_synthetic_people(out_dir, **SPLITS[split])
-    elif version != GENERATOR_VERSION:
-        logger.info("Synthetic people split %r at %s is from generator version %s (current %s); "
-                    "regenerating it", split, out_dir, version, GENERATOR_VERSION)
+    if version != GENERATOR_VERSION:
+        if version is None:
+            logger.info("Synthetic people split %r not found at %s; generating it", split, out_dir)
+        else:
+            logger.info("Synthetic people split %r at %s is from generator version %s (current "
+                        "%s); regenerating it", split, out_dir, version, GENERATOR_VERSION)
         generate_synthetic_people(out_dir, **SPLITS[split])
     return json_file, image_root
 

@@ -233,12 +233,12 @@ class MultiTaskROIHeads(RoIHeads):
         uv, valid = keypoints_to_heatmap_coords(gt_keypoints, rois, size)
         if self.keypoint_loss_type == "softmax_ce":
             loss = keypoint_softmax_ce_loss(heatmaps, encode_onehot_targets(uv, valid, size))
-        elif self.keypoint_loss_type == "gaussian_ce":
-            target = encode_gaussian_targets(uv, valid, size, self.gaussian_sigma)
-            loss = keypoint_gaussian_ce_loss(heatmaps, target, valid)
         else:
             target = encode_gaussian_targets(uv, valid, size, self.gaussian_sigma)
-            loss = keypoint_gaussian_mse_loss(heatmaps, target, valid)
+            if self.keypoint_loss_type == "gaussian_ce":
+                loss = keypoint_gaussian_ce_loss(heatmaps, target, valid)
+            else:
+                loss = keypoint_gaussian_mse_loss(heatmaps, target, valid)
         return loss * self.keypoint_loss_weight
 
 
