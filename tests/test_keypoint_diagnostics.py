@@ -114,3 +114,8 @@ def test_tool_ranks_model_above_mean_pose(tmp_path, capsys):
     # near-perfect keypoints vs an average pose on people who each have their own pose
     assert out["model_ap"] > 90 > out["mean_pose_ap"]
     assert out["model_median_error"] < 0.01 < out["mean_pose_median_error"]
+    # scoring leaves the results as they were (pycocotools' loadRes edits what it is given)
+    results = mean_pose_results(_as_results(gt), mean_pose(gt))
+    before = json.loads(json.dumps(results))
+    assert tool.keypoint_ap(tool.COCO(str(gt_file)), results)[0] >= 0
+    assert results == before

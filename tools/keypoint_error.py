@@ -32,13 +32,13 @@ from tabulate import tabulate
 from multitask.evaluation.keypoint_diagnostics import keypoint_errors, mean_pose, mean_pose_results
 
 
-def keypoint_ap(gt_json: str, results) -> np.ndarray:
+def keypoint_ap(coco_gt: COCO, results) -> np.ndarray:
     """pycocotools keypoint stats (AP, AP50, AP75, APm, APl, ...) in percent; -1 when empty."""
     if not results:
         return np.full(10, -1.0)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_json)
-        ev = COCOeval(coco_gt, coco_gt.loadRes(list(results)), "keypoints")
+        # loadRes writes area and id into each result dict: give it copies, keep ours as read
+        ev = COCOeval(coco_gt, coco_gt.loadRes([dict(r) for r in results]), "keypoints")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -65,7 +65,11 @@ def main(argv=None) -> dict:
         pose = mean_pose(gt)
     baseline = mean_pose_results(results, pose)
 
-    ap_model, ap_base = keypoint_ap(args.gt, results), keypoint_ap(args.gt, baseline)
+    coco_gt = COCO()  # the json read above, indexed once for both evaluations
+    coco_gt.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    ap_model, ap_base = keypoint_ap(coco_gt, results), keypoint_ap(coco_gt, baseline)
     print(f"{len(results)} detections with keypoints in {args.results}")
     print(
         tabulate(

@@ -93,5 +93,6 @@ def keypoint_errors(
             e[gk[:, 2] <= 0] = np.nan
             errors.append(e)
     if not errors:
-        return np.zeros((0, len(mean_pose(gt))))
+        num_keypoints = next((len(a["keypoints"]) // 3 for gs in people.values() for a in gs), 17)
+        return np.zeros((0, num_keypoints))
     return np.stack(errors)
