@@ -12,7 +12,9 @@ from multitask.modeling.postprocessing import POSTPROCESSOR_REGISTRY, build_post
 from multitask.modeling.postprocessing.activity import (
     ActivityClassifier,
     ActivityMLP,
+    activity_poses_from_dicts,
     classification_metrics,
+    fit_activity_classifier,
     flip_keypoints,
     keypoints_to_activity_features,
     save_activity_weights,
@@ -218,3 +220,154 @@ def test_mpii_loader_real_csv():
     assert activity_to_class("water walking", CLASSES, "water activities") == -1
     assert activity_to_class("trombone, standing", CLASSES, "music playing") == -1
     assert activity_to_class("trombone, standing", CLASSES, "music playing", rule="keywords") == 3
+
+
+def _pose_dicts(rng, n, offset):
+    """Dataset dicts whose people of class 0 ("walking") hold their keypoints in the top half of
+    the box and of class 1 ("running") in the bottom half; one crowd region and one person without
+    an activity are there to be left out."""
+    anns = []
+    for i in range(n):
+        label = i % 2
+        k = np.zeros((17, 3), np.float32)
+        k[:, 0] = rng.uniform(0, 100, 17)
+        k[:, 1] = rng.uniform(0, 100, 17) + 100 * label
+        k[:, 2] = 2
+        k[3:5, 2] = 0  # ears unlabelled
+        k[3:5, :2] = 0
+        k[:, :2] += offset
+        anns.append(
+            {
+                "bbox": [offset, offset, offset + 100.0, offset + 200.0],
+                "keypoints": k.reshape(-1).tolist(),
+                "iscrowd": 0,
+                "activity": CLASSES[label],
+            }
+        )
+    anns.append(dict(anns[0], iscrowd=1))
+    anns.append(dict(anns[0], activity=None))
+    return [{"image_id": 1, "annotations": anns}]
+
+
+def test_fit_on_ground_truth_poses():
+    rng = np.random.default_rng(0)
+    kps, boxes, labels = activity_poses_from_dicts(_pose_dicts(rng, 40, 10.0), CLASSES)
+    assert kps.shape == (40, 17, 3) and boxes.shape == (40, 4) and labels.tolist() == [0, 1] * 20
+    assert boxes[0].tolist() == [10.0, 10.0, 110.0, 210.0]
+    clf = ActivityClassifier(classes=CLASSES, hidden_dims=[32], use_visibility=True)
+    stats = fit_activity_classifier(clf, kps, boxes, labels, epochs=30, seed=0)
+    assert stats["num_poses"] == 40 and stats["train_accuracy"] >= 0.95
+    assert clf.keypoint_mask.tolist() == [1, 1, 1, 0, 0] + [1] * 12  # never-labelled ears
+    # new people, elsewhere in the image
+    k2, b2, y2 = activity_poses_from_dicts(_pose_dicts(rng, 20, 300.0), CLASSES)
+    pred, probs = clf.classify(torch.from_numpy(k2), torch.from_numpy(b2))
+    assert (pred.numpy() == y2).mean() >= 0.9
+    with pytest.raises(ValueError, match="at least 2 poses"):
+        fit_activity_classifier(clf, kps[:1], boxes[:1], labels[:1])
+
+
+def test_trainer_fits_activity_on_train_gt(tmp_path):
+    """MODEL.ACTIVITY.FIT_ON_TRAIN_GT: the trainer fits the classifier before training, writes it
+    next to the checkpoints, carries it in them, and the evaluation reports activity accuracy."""
+    from multitask.data.synthetic import generate_synthetic_people
+    from multitask.engine import Trainer
+
+    json_file = generate_synthetic_people(
+        str(tmp_path / "data"), num_images=4, seed=3, image_size=(128, 160),
+        min_person_height=60.0, min_keypoint_area=0,
+    )
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.FREEZE_AT", "0",
+        "MODEL.RESNETS.DEPTH", "18",
+        "MODEL.RESNETS.WIDTH_MULT", "0.25",
+        "MODEL.RESNETS.NORM", "BN",
+        "MODEL.FPN.OUT_CHANNELS", "32",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+        "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "[32]",
+        "MODEL.POSTPROCESSORS", "['ActivityClassifier']",
+        "MODEL.ACTIVITY.HIDDEN_DIMS", "[32]",
+        "MODEL.ACTIVITY.FIT_ON_TRAIN_GT", "True",
+        "MODEL.ACTIVITY.FIT_EPOCHS", "5",
+        "DATASETS.REGISTER", repr([["act_fit", json_file, str(tmp_path / "data" / "images")]]),
+        "DATASETS.TRAIN", "('act_fit',)",
+        "DATASETS.TEST", "('act_fit',)",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)",
+        "INPUT.MAX_SIZE_TRAIN", "160",
+        "INPUT.MIN_SIZE_TEST", "128",
+        "INPUT.MAX_SIZE_TEST", "160",
+        "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "1",
+        "DATALOADER.NUM_WORKERS", "0",
+        "SEED", "0",
+        "OUTPUT_DIR", str(tmp_path / "out"),
+    ])
+    from multitask.data import DatasetCatalog, register_datasets_from_cfg
+
+    register_datasets_from_cfg(cfg)
+    try:
+        _check_fit_on_train_gt(cfg, tmp_path, Trainer)
+    finally:
+        DatasetCatalog.remove("act_fit")
+
+
+def _check_fit_on_train_gt(cfg, tmp_path, Trainer):
+    from multitask.modeling.postprocessing.activity import load_activity_weights
+
+    trainer = Trainer(cfg)
+    clf = trainer.model.postprocessors["ActivityClassifier"]
+    saved = load_activity_weights(str(tmp_path / "out" / "activity_classifier.pth"))
+    assert saved["classes"] == CLASSES
+    for k, v in clf.mlp.state_dict().items():
+        assert torch.equal(saved["state_dict"][k], v), k
+    assert not any(p.requires_grad for p in clf.parameters())  # the optimizer leaves it alone
+    trainer.checkpointer.save("model_check")
+    ckpt = torch.load(str(tmp_path / "out" / "model_check.pth"), weights_only=True)["model"]
+    key = "postprocessors.ActivityClassifier.mlp.layers.0.weight"
+    assert torch.equal(ckpt[key], clf.mlp.layers[0].weight)
+    results = Trainer.test(cfg, trainer.model)  # one dataset: its results directly
+    assert "activity" in results and 0.0 <= results["activity"]["accuracy"] <= 100.0
+
+    # refused by name: no ActivityClassifier to fit, or weights given as well
+    cfg2 = cfg.clone()
+    cfg2.defrost()
+    cfg2.MODEL.POSTPROCESSORS = []
+    with pytest.raises(ValueError, match="FIT_ON_TRAIN_GT needs 'ActivityClassifier'"):
+        Trainer(cfg2)
+    cfg2.MODEL.POSTPROCESSORS = ["ActivityClassifier"]
+    cfg2.MODEL.ACTIVITY.WEIGHTS = str(tmp_path / "out" / "activity_classifier.pth")
+    with pytest.raises(ValueError, match="MODEL.ACTIVITY.WEIGHTS"):
+        Trainer(cfg2)
+
+
+def test_train_activity_tool_on_coco_json(tmp_path):
+    """tools/train_activity.py cross-validates and writes weights the post-processor loads."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rng = np.random.default_rng(1)
+    record = _pose_dicts(rng, 60, 10.0)[0]
+    anns = []
+    for i, a in enumerate(record["annotations"]):
+        x0, y0, x1, y1 = a["bbox"]
+        anns.append(dict(a, id=i + 1, image_id=1, bbox=[x0, y0, x1 - x0, y1 - y0]))
+    json_file = tmp_path / "poses.json"
+    json_file.write_text(json.dumps({"images": [{"id": 1}], "annotations": anns}))
+    tool = Path(__file__).resolve().parents[1] / "tools" / "train_activity.py"
+    out = tmp_path / "act"
+    proc = subprocess.run(
+        [sys.executable, str(tool), "--coco-json", str(json_file), "--folds", "2",
+         "--epochs", "60", "--lr", "0.01", "--hidden-dims", "32", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "kept 60 persons" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mean"]["accuracy"] >= 0.8  # top vs bottom half: easy (chance: 0.5)
+    clf = ActivityClassifier(classes=CLASSES, hidden_dims=[32])
+    clf.load_weights(str(out / "activity_classifier.pth"))
+    assert clf.keypoint_mask[3:5].tolist() == [0.0, 0.0]

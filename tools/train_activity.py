@@ -30,17 +30,16 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from multitask.modeling.postprocessing.activity import (
     KEEP_ASPECT,
-    ActivityMLP,
     activity_feature_dim,
     classification_metrics,
     flip_keypoints,
     keypoints_to_activity_features,
     save_activity_weights,
     stratified_group_kfold,
+    train_activity_mlp,
 )
 
 DEFAULT_CLASSES = ["walking", "running", "sitting", "standing"]
@@ -193,51 +192,22 @@ def make_features(kps, boxes, args, keypoint_mask):
 
 
 def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
-    """Train an ActivityMLP; returns (model, best_epoch).
-
-    With ``val = (x_val, y_val)`` (an inner split of the training data, never the CV fold's
-    validation set) the LR plateau is judged on its loss and the weights of the epoch with the
-    best inner-validation accuracy are kept; without it, on the training loss, last epoch kept.
-    """
-    torch.manual_seed(seed)
-    device = torch.device(args.device)
-    model = ActivityMLP(x.shape[1], num_classes, args.hidden_dims, args.dropout).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=args.patience)
-    x, y = x.to(device), y.to(device)
-    if val is not None:
-        xv, yv = val[0].to(device), val[1].to(device)
-    g = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    best = (-1.0, 0, None)
-    for epoch in range(epochs or args.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=g).to(device)
-        total = 0.0
-        for s in range(0, n, args.batch_size):
-            idx = perm[s : s + args.batch_size]
-            if idx.numel() < 2:  # BatchNorm needs 2 samples
-                continue
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        if val is None:
-            sched.step(total / n)
-            continue
-        model.eval()
-        with torch.no_grad():
-            out = model(xv)
-            vloss = F.cross_entropy(out, yv).item()
-            vacc = (out.argmax(1) == yv).float().mean().item()
-        sched.step(vloss)
-        if vacc > best[0]:
-            best = (vacc, epoch + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    model.eval()
-    return model, (best[1] if val is not None else (epochs or args.epochs))
+    """Train an ActivityMLP with the command line's settings; returns (model, epochs kept)
+    (see ``train_activity_mlp``: ``val`` is an inner split of the training data)."""
+    return train_activity_mlp(
+        x,
+        y,
+        num_classes,
+        args.hidden_dims,
+        args.dropout,
+        epochs=epochs or args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=seed,
+        device=args.device,
+        val=val,
+    )
 
 
 def augmented(kps, boxes, labels, args):

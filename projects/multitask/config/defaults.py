@@ -263,6 +263,14 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.MODEL.ACTIVITY.USE_VISIBILITY = True
     # Keypoints with a score below this count as missing for the classifier
     _C.MODEL.ACTIVITY.KEYPOINT_THRESHOLD = 0.05
+    # Training only: before the first iteration, fit the ActivityClassifier post-processor on the
+    # ground-truth poses of DATASETS.TRAIN (seconds on a CPU; saved to
+    # OUTPUT_DIR/activity_classifier.pth and carried in every checkpoint). Needs
+    # "ActivityClassifier" in MODEL.POSTPROCESSORS and MODEL.ACTIVITY.WEIGHTS = "".
+    # tools/train_activity.py is the cross-validated way to train it on other data (e.g. MPII).
+    _C.MODEL.ACTIVITY.FIT_ON_TRAIN_GT = False
+    # Epochs of that fit
+    _C.MODEL.ACTIVITY.FIT_EPOCHS = 20
 
     # --- datasets ------------------------------------------------------------------------
     # Extra COCO-format datasets to register: [[name, json_file, image_root], ...]

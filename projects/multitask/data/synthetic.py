@@ -35,8 +35,9 @@ people, by cues that are consistent under flip+swap: the facing direction (eyes,
 the front of the head and hair on the back, a skin-coloured V-neck on the front of the shirt, feet
 pointing forward) combined with depth cues (near-side limbs are drawn over the torso and lit
 brighter, far-side limbs are hidden behind it and shaded darker). The generator is mirror
-symmetric in distribution (yaw and -yaw equally likely, symmetric roll, random leading side, light from either
-side), so a horizontally flipped sample with swapped labels is itself a plausible sample.
+symmetric in distribution (yaw and -yaw equally likely, symmetric roll, random leading side,
+light from either side), so a horizontally flipped sample with swapped labels is itself a
+plausible sample.
 
 Backgrounds mix smooth gradients, multi-octave value noise, stripes/checkers and flat colours with
 sensor noise, plus random clutter (rectangles, discs, ellipses, polygons, thick lines, some in

@@ -42,7 +42,9 @@ class Trainer:
 
         self.cfg = cfg
         model = build_model(cfg)
-        # post-processors (PRN, activity) are trained by their own tools, not here
+        if cfg.MODEL.ACTIVITY.FIT_ON_TRAIN_GT:
+            fit_activity_on_train_gt(cfg, model)
+        # post-processors (PRN, activity) are trained by their own tools, not by the optimizer
         for p in model.postprocessors.parameters():
             p.requires_grad_(False)
         self.device = next(model.parameters()).device
@@ -258,6 +260,65 @@ def visualize_predictions(cfg, model, dataset_name: str, out_dir: str, num_image
             written += 1
     model.train(was_training)
     logger.info("Wrote %d images with predictions to %s", written, out_dir)
+
+
+def fit_activity_on_train_gt(cfg, model) -> Dict:
+    """``MODEL.ACTIVITY.FIT_ON_TRAIN_GT``: fit ``model``'s ActivityClassifier post-processor on the
+    ground-truth poses of ``cfg.DATASETS.TRAIN`` and save it to
+    ``OUTPUT_DIR/activity_classifier.pth`` (main process). Every process fits the same
+    classifier (fixed seed), so no broadcast is needed. Returns the fit's statistics."""
+    from ..data import DatasetCatalog
+    from ..modeling.postprocessing.activity import (
+        activity_poses_from_dicts,
+        fit_activity_classifier,
+        save_activity_weights,
+    )
+
+    post = _unwrap(model).postprocessors
+    if "ActivityClassifier" not in post:
+        raise ValueError(
+            "MODEL.ACTIVITY.FIT_ON_TRAIN_GT needs 'ActivityClassifier' in MODEL.POSTPROCESSORS "
+            f"(got {list(cfg.MODEL.POSTPROCESSORS)})"
+        )
+    if cfg.MODEL.ACTIVITY.WEIGHTS:
+        raise ValueError(
+            "MODEL.ACTIVITY.FIT_ON_TRAIN_GT fits the activity classifier, but "
+            f"MODEL.ACTIVITY.WEIGHTS also gives one ('{cfg.MODEL.ACTIVITY.WEIGHTS}'); "
+            "set one of the two"
+        )
+    classifier = post["ActivityClassifier"]
+    start = time.perf_counter()
+    dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
+    kps, boxes, labels = activity_poses_from_dicts(dicts, classifier.classes)
+    if len(labels) < 2:
+        raise ValueError(
+            f"MODEL.ACTIVITY.FIT_ON_TRAIN_GT: DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} has "
+            f"{len(labels)} people with keypoints and an activity in {classifier.classes}"
+        )
+    stats = fit_activity_classifier(
+        classifier, kps, boxes, labels, epochs=cfg.MODEL.ACTIVITY.FIT_EPOCHS, seed=max(cfg.SEED, 0)
+    )
+    path = os.path.join(cfg.OUTPUT_DIR, "activity_classifier.pth")
+    if comm.is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        save_activity_weights(
+            path,
+            classifier.mlp,
+            classifier.classes,
+            classifier.input_layout(),
+            classifier.hidden_dims,
+            classifier.dropout_p,
+        )
+    logger.info(
+        "Fitted the activity classifier on %d ground-truth poses of %s in %.1fs "
+        "(accuracy on those poses %.3f); saved to %s",
+        stats["num_poses"],
+        ", ".join(cfg.DATASETS.TRAIN),
+        time.perf_counter() - start,
+        stats["train_accuracy"],
+        path,
+    )
+    return stats
 
 
 def _tasks(cfg) -> List[str]:

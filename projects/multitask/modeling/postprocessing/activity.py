@@ -46,6 +46,9 @@ __all__ = [
     "ActivityClassifier",
     "save_activity_weights",
     "load_activity_weights",
+    "train_activity_mlp",
+    "activity_poses_from_dicts",
+    "fit_activity_classifier",
     "stratified_group_kfold",
     "confusion_matrix",
     "classification_metrics",
@@ -161,18 +164,25 @@ def save_activity_weights(
     dropout: float,
     **extra,
 ) -> None:
-    """Write the MLP's state dict with its class list and input layout (see module docstring)."""
-    torch.save(
-        {
-            "state_dict": mlp.state_dict(),
-            "classes": list(classes),
-            "input_layout": dict(input_layout),
-            "hidden_dims": [int(h) for h in hidden_dims],
-            "dropout": float(dropout),
-            **extra,
-        },
-        path,
-    )
+    """Write the MLP's state dict with its class list and input layout (see module docstring).
+
+    Written to a temporary file first and moved into place, so an interrupted write never leaves
+    a truncated weights file behind."""
+    obj = {
+        "state_dict": mlp.state_dict(),
+        "classes": list(classes),
+        "input_layout": dict(input_layout),
+        "hidden_dims": [int(h) for h in hidden_dims],
+        "dropout": float(dropout),
+        **extra,
+    }
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_activity_weights(path: str, key: str = "MODEL.ACTIVITY.WEIGHTS") -> Dict:
@@ -333,6 +343,145 @@ POSTPROCESSOR_REGISTRY.register(ActivityClassifier)
 # ---------------------------------------------------------------------------------------------
 # Training helpers: person-grouped stratified K-fold, metrics
 # ---------------------------------------------------------------------------------------------
+def train_activity_mlp(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    hidden_dims: Sequence[int] = (3072, 128),
+    dropout: float = 0.3,
+    *,
+    epochs: int = 60,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    patience: int = 5,
+    seed: int = 0,
+    device="cpu",
+    val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> Tuple[ActivityMLP, int]:
+    """Train an :class:`ActivityMLP` on features ``x (N, D)`` and labels ``y (N,)`` with Adam and
+    cross-entropy; returns ``(model in eval mode, epoch count kept)``.
+
+    With ``val = (x_val, y_val)`` (an inner split of the training data, never the data the model
+    is judged on) the LR plateau (``ReduceLROnPlateau``, factor 0.1) is judged on its loss and the
+    weights of the epoch with the best validation accuracy are kept; without it, on the training
+    loss, and the last epoch is kept.
+    """
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    model = ActivityMLP(x.shape[1], num_classes, hidden_dims, dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=patience)
+    x, y = x.to(device), y.to(device)
+    if val is not None:
+        xv, yv = val[0].to(device), val[1].to(device)
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    best = (-1.0, 0, None)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=g).to(device)
+        total = 0.0
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            if idx.numel() < 2:  # BatchNorm needs 2 samples
+                continue
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        if val is None:
+            sched.step(total / max(n, 1))
+            continue
+        model.eval()
+        with torch.no_grad():
+            out = model(xv)
+            vloss = F.cross_entropy(out, yv).item()
+            vacc = (out.argmax(1) == yv).float().mean().item()
+        sched.step(vloss)
+        if vacc > best[0]:
+            best = (vacc, epoch + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    model.eval()
+    return model, (best[1] if val is not None else epochs)
+
+
+def activity_poses_from_dicts(
+    dataset_dicts: Sequence[dict], classes: Sequence[str]
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground-truth poses of the people in detectron2-style dataset dicts (``docs/internals.md``)
+    whose ``activity`` is one of ``classes`` (case-insensitive) and who have at least one labelled
+    keypoint: ``keypoints (N, 17, 3)``, ``boxes (N, 4)`` XYXY, ``labels (N,)`` int64. Crowd
+    regions and people without an activity are left out."""
+    lower = [c.lower() for c in classes]
+    kps, boxes, labels = [], [], []
+    for record in dataset_dicts:
+        for ann in record.get("annotations", []):
+            act = ann.get("activity")
+            if ann.get("iscrowd", 0) or not isinstance(act, str) or act.lower() not in lower:
+                continue
+            k = np.asarray(ann.get("keypoints") or [], dtype=np.float32).reshape(-1, 3)
+            if k.shape[0] != 17 or not (k[:, 2] > 0).any():
+                continue
+            kps.append(k)
+            boxes.append(np.asarray(ann["bbox"], dtype=np.float32))
+            labels.append(lower.index(act.lower()))
+    if not labels:
+        return (
+            np.zeros((0, 17, 3), np.float32),
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.int64),
+        )
+    return np.stack(kps), np.stack(boxes), np.asarray(labels, np.int64)
+
+
+def fit_activity_classifier(
+    classifier: "ActivityClassifier",
+    keypoints: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int = 20,
+    flip: bool = True,
+    seed: int = 0,
+) -> Dict:
+    """Train ``classifier``'s MLP in place on ground-truth poses (``keypoints (N, 17, 3)`` with
+    COCO visibility, ``boxes (N, 4)`` XYXY, ``labels (N,)``), with mirrored copies when ``flip``.
+
+    Keypoint types labelled in fewer than 1 % of the poses are masked out (as
+    ``tools/train_activity.py`` does). Returns ``{"num_poses", "train_accuracy"}``; the accuracy
+    is on the training poses themselves (no held-out data here; ``tools/train_activity.py``
+    cross-validates).
+    """
+    n = len(labels)
+    if n < 2:
+        raise ValueError(f"need at least 2 poses with an activity to fit the classifier, got {n}")
+    frac = (keypoints[..., 2] > classifier.score_thresh).mean(0)
+    classifier.keypoint_mask.copy_(torch.from_numpy((frac >= 0.01).astype(np.float32)))
+    k, b, y = keypoints, boxes, labels
+    if flip:
+        fk, fb = flip_keypoints(keypoints, boxes)
+        k, b, y = np.concatenate([k, fk]), np.concatenate([b, fb]), np.concatenate([y, y])
+    device = classifier.keypoint_mask.device
+    x = classifier.features(torch.from_numpy(k).to(device), torch.from_numpy(b).to(device))
+    mlp, _ = train_activity_mlp(
+        x,
+        torch.from_numpy(y),
+        len(classifier.classes),
+        classifier.hidden_dims,
+        classifier.dropout_p,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+    )
+    classifier.mlp.load_state_dict(mlp.state_dict())
+    classifier.mlp.eval()
+    pred = classifier.mlp.predict_proba(x[:n]).argmax(1).cpu()
+    acc = float((pred == torch.from_numpy(labels)).float().mean())
+    return {"num_poses": n, "train_accuracy": acc}
+
+
 def stratified_group_kfold(
     labels: Sequence[int], groups: Sequence, k: int = 5, seed: int = 0
 ) -> List[Tuple[np.ndarray, np.ndarray]]:
