@@ -255,7 +255,11 @@ def test_fit_on_ground_truth_poses():
     assert kps.shape == (40, 17, 3) and boxes.shape == (40, 4) and labels.tolist() == [0, 1] * 20
     assert boxes[0].tolist() == [10.0, 10.0, 110.0, 210.0]
     clf = ActivityClassifier(classes=CLASSES, hidden_dims=[32], use_visibility=True)
+    torch.manual_seed(7)
+    expected_next = torch.rand(4)
+    torch.manual_seed(7)
     stats = fit_activity_classifier(clf, kps, boxes, labels, epochs=30, seed=0)
+    assert torch.equal(torch.rand(4), expected_next)  # the caller's random stream is untouched
     assert stats["num_poses"] == 40 and stats["train_accuracy"] >= 0.95
     assert clf.keypoint_mask.tolist() == [1, 1, 1, 0, 0] + [1] * 12  # never-labelled ears
     # new people, elsewhere in the image

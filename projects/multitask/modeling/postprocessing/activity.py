@@ -364,9 +364,20 @@ def train_activity_mlp(
     With ``val = (x_val, y_val)`` (an inner split of the training data, never the data the model
     is judged on) the LR plateau (``ReduceLROnPlateau``, factor 0.1) is judged on its loss and the
     weights of the epoch with the best validation accuracy are kept; without it, on the training
-    loss, and the last epoch is kept.
+    loss, and the last epoch is kept. Seeded by ``seed`` without touching the caller's global
+    random state (a trainer that fits this first keeps its own random stream).
     """
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_activity_mlp(
+            x, y, num_classes, hidden_dims, dropout, epochs, batch_size, lr, patience, seed,
+            device, val,
+        )
+
+
+def _train_activity_mlp(
+    x, y, num_classes, hidden_dims, dropout, epochs, batch_size, lr, patience, seed, device, val
+):
     device = torch.device(device)
     model = ActivityMLP(x.shape[1], num_classes, hidden_dims, dropout).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
