@@ -35,11 +35,12 @@ from multitask.modeling.postprocessing.activity import (
     KEEP_ASPECT,
     activity_feature_dim,
     classification_metrics,
-    flip_keypoints,
     keypoints_to_activity_features,
+    present_keypoint_mask,
     save_activity_weights,
     stratified_group_kfold,
     train_activity_mlp,
+    with_mirrored_poses,
 )
 
 DEFAULT_CLASSES = ["walking", "running", "sitting", "standing"]
@@ -213,8 +214,7 @@ def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
 def augmented(kps, boxes, labels, args):
     if args.no_flip_aug:
         return kps, boxes, labels
-    fk, fb = flip_keypoints(kps, boxes)
-    return np.concatenate([kps, fk]), np.concatenate([boxes, fb]), np.concatenate([labels, labels])
+    return with_mirrored_poses(kps, boxes, labels)
 
 
 def save_confusion_png(cm, classes, path, title):
@@ -261,8 +261,7 @@ def main(argv=None):
     print("persons per class: " + ", ".join(f"{c}={n}" for c, n in zip(args.classes, counts)))
     # keypoint types present in at least 1% of the data are used; the others (MPII: eyes, ears)
     # are masked out here and at inference
-    frac = (kps[..., 2] > args.score_thresh).mean(0)
-    keypoint_mask = torch.from_numpy((frac >= 0.01).astype(np.float32))
+    keypoint_mask = present_keypoint_mask(kps, args.score_thresh)
     print(f"keypoints used: {[i for i in range(17) if keypoint_mask[i] > 0]}")
 
     folds = stratified_group_kfold(labels, groups, args.folds, args.seed)

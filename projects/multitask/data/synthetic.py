@@ -74,12 +74,13 @@ import colorsys
 import json
 import logging
 import os
-import tempfile
 import time
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from ..utils.file_io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -803,19 +804,6 @@ def _categories():
     }]
 
 
-def _write_json_atomic(obj, path):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".annotations.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def generate_synthetic_people(out_dir, num_images, seed, image_size=DEFAULT_IMAGE_SIZE,
                               min_people=1, max_people=4, min_person_height=30.0,
                               max_person_height_frac=0.9, min_visible_area=10,
@@ -894,7 +882,7 @@ def generate_synthetic_people(out_dir, num_images, seed, image_size=DEFAULT_IMAG
         "categories": _categories(),
         "activity_classes": list(ACTIVITY_CLASSES),
     }
-    _write_json_atomic(dataset, json_path)
+    atomic_write(json_path, lambda f: json.dump(dataset, f), mode="w")
     logger.info("Wrote %d images with %d people to %s in %.1fs", len(images), len(annotations),
                 out_dir, time.perf_counter() - start)
     return json_path

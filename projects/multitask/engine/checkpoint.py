@@ -8,32 +8,17 @@ Files are read with ``torch.load(..., weights_only=True)``: a checkpoint is data
 
 import logging
 import os
-import tempfile
 from typing import Any, Dict
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
+from ..utils.file_io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 # Prefix under which a torchvision-named ResNet lives inside MultiTaskRCNN
 _BACKBONE_PREFIX = "backbone.bottom_up."
-
-
-def _atomic_write(path: str, write_fn) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def is_torchvision_resnet_state_dict(state_dict: Dict[str, Any]) -> bool:
@@ -57,12 +42,12 @@ class MultiTaskCheckpointer(Checkpointer):
         data.update(kwargs)
         save_file = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", save_file)
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(os.path.basename(save_file))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:

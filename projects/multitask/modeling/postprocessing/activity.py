@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.file_io import atomic_write
 from .prn import _cfg_get, _load_state_dict_checked
 from .registry import POSTPROCESSOR_REGISTRY
 
@@ -49,6 +50,8 @@ __all__ = [
     "train_activity_mlp",
     "activity_poses_from_dicts",
     "fit_activity_classifier",
+    "present_keypoint_mask",
+    "with_mirrored_poses",
     "stratified_group_kfold",
     "confusion_matrix",
     "classification_metrics",
@@ -176,13 +179,7 @@ def save_activity_weights(
         "dropout": float(dropout),
         **extra,
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_activity_weights(path: str, key: str = "MODEL.ACTIVITY.WEIGHTS") -> Dict:
@@ -369,53 +366,45 @@ def train_activity_mlp(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train_activity_mlp(
-            x, y, num_classes, hidden_dims, dropout, epochs, batch_size, lr, patience, seed,
-            device, val,
-        )
-
-
-def _train_activity_mlp(
-    x, y, num_classes, hidden_dims, dropout, epochs, batch_size, lr, patience, seed, device, val
-):
-    device = torch.device(device)
-    model = ActivityMLP(x.shape[1], num_classes, hidden_dims, dropout).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=patience)
-    x, y = x.to(device), y.to(device)
-    if val is not None:
-        xv, yv = val[0].to(device), val[1].to(device)
-    g = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    best = (-1.0, 0, None)
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(n, generator=g).to(device)
-        total = 0.0
-        for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            if idx.numel() < 2:  # BatchNorm needs 2 samples
+        device = torch.device(device)
+        model = ActivityMLP(x.shape[1], num_classes, hidden_dims, dropout).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=patience)
+        x, y = x.to(device), y.to(device)
+        if val is not None:
+            xv, yv = val[0].to(device), val[1].to(device)
+        g = torch.Generator().manual_seed(seed)
+        n = x.shape[0]
+        best = (-1.0, 0, None)
+        for epoch in range(epochs):
+            model.train()
+            perm = torch.randperm(n, generator=g).to(device)
+            total = 0.0
+            for s in range(0, n, batch_size):
+                idx = perm[s : s + batch_size]
+                if idx.numel() < 2:  # BatchNorm needs 2 samples
+                    continue
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * idx.numel()
+            if val is None:
+                sched.step(total / max(n, 1))
                 continue
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        if val is None:
-            sched.step(total / max(n, 1))
-            continue
+            model.eval()
+            with torch.no_grad():
+                out = model(xv)
+                vloss = F.cross_entropy(out, yv).item()
+                vacc = (out.argmax(1) == yv).float().mean().item()
+            sched.step(vloss)
+            if vacc > best[0]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (vacc, epoch + 1, state)
+        if best[2] is not None:
+            model.load_state_dict(best[2])
         model.eval()
-        with torch.no_grad():
-            out = model(xv)
-            vloss = F.cross_entropy(out, yv).item()
-            vacc = (out.argmax(1) == yv).float().mean().item()
-        sched.step(vloss)
-        if vacc > best[0]:
-            best = (vacc, epoch + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    model.eval()
-    return model, (best[1] if val is not None else epochs)
+        return model, (best[1] if val is not None else epochs)
 
 
 def activity_poses_from_dicts(
@@ -447,6 +436,28 @@ def activity_poses_from_dicts(
     return np.stack(kps), np.stack(boxes), np.asarray(labels, np.int64)
 
 
+def present_keypoint_mask(
+    keypoints: np.ndarray, score_thresh: float, min_fraction: float = 0.01
+) -> torch.Tensor:
+    """float (17,): 1 for the keypoint types present (visibility / score > ``score_thresh``) in at
+    least ``min_fraction`` of the poses ``(N, 17, 3)``, 0 for the others (MPII: eyes and ears),
+    which the classifier then ignores in training and at inference."""
+    frac = (np.asarray(keypoints)[..., 2] > score_thresh).mean(0)
+    return torch.from_numpy((frac >= min_fraction).astype(np.float32))
+
+
+def with_mirrored_poses(
+    keypoints: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The poses followed by their mirror images (:func:`flip_keypoints`), same labels."""
+    fk, fb = flip_keypoints(keypoints, boxes)
+    return (
+        np.concatenate([keypoints, fk]),
+        np.concatenate([boxes, fb]),
+        np.concatenate([labels, labels]),
+    )
+
+
 def fit_activity_classifier(
     classifier: "ActivityClassifier",
     keypoints: np.ndarray,
@@ -468,12 +479,8 @@ def fit_activity_classifier(
     n = len(labels)
     if n < 2:
         raise ValueError(f"need at least 2 poses with an activity to fit the classifier, got {n}")
-    frac = (keypoints[..., 2] > classifier.score_thresh).mean(0)
-    classifier.keypoint_mask.copy_(torch.from_numpy((frac >= 0.01).astype(np.float32)))
-    k, b, y = keypoints, boxes, labels
-    if flip:
-        fk, fb = flip_keypoints(keypoints, boxes)
-        k, b, y = np.concatenate([k, fk]), np.concatenate([b, fb]), np.concatenate([y, y])
+    classifier.keypoint_mask.copy_(present_keypoint_mask(keypoints, classifier.score_thresh))
+    k, b, y = with_mirrored_poses(keypoints, boxes, labels) if flip else (keypoints, boxes, labels)
     device = classifier.keypoint_mask.device
     x = classifier.features(torch.from_numpy(k).to(device), torch.from_numpy(b).to(device))
     mlp, _ = train_activity_mlp(
