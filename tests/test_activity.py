@@ -1,13 +1,20 @@
 """Activity classifier: features, MLP, post-processor, weights file, K-fold split, MPII loader."""
 
 import csv
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from multitask.config import get_cfg
+from multitask.data import DatasetCatalog, register_datasets_from_cfg
+from multitask.data.synthetic import generate_synthetic_people
+from multitask.engine import Trainer
 from multitask.modeling.postprocessing import POSTPROCESSOR_REGISTRY, build_postprocessors
 from multitask.modeling.postprocessing.activity import (
     ActivityClassifier,
@@ -17,6 +24,7 @@ from multitask.modeling.postprocessing.activity import (
     fit_activity_classifier,
     flip_keypoints,
     keypoints_to_activity_features,
+    load_activity_weights,
     save_activity_weights,
     stratified_group_kfold,
 )
@@ -273,9 +281,6 @@ def test_fit_on_ground_truth_poses():
 def test_trainer_fits_activity_on_train_gt(tmp_path):
     """MODEL.ACTIVITY.FIT_ON_TRAIN_GT: the trainer fits the classifier before training, writes it
     next to the checkpoints, carries it in them, and the evaluation reports activity accuracy."""
-    from multitask.data.synthetic import generate_synthetic_people
-    from multitask.engine import Trainer
-
     json_file = generate_synthetic_people(
         str(tmp_path / "data"), num_images=4, seed=3, image_size=(128, 160),
         min_person_height=60.0, min_keypoint_area=0,
@@ -308,51 +313,38 @@ def test_trainer_fits_activity_on_train_gt(tmp_path):
         "SEED", "0",
         "OUTPUT_DIR", str(tmp_path / "out"),
     ])
-    from multitask.data import DatasetCatalog, register_datasets_from_cfg
-
     register_datasets_from_cfg(cfg)
     try:
-        _check_fit_on_train_gt(cfg, tmp_path, Trainer)
+        trainer = Trainer(cfg)
+        clf = trainer.model.postprocessors["ActivityClassifier"]
+        saved = load_activity_weights(str(tmp_path / "out" / "activity_classifier.pth"))
+        assert saved["classes"] == CLASSES
+        for k, v in clf.mlp.state_dict().items():
+            assert torch.equal(saved["state_dict"][k], v), k
+        assert not any(p.requires_grad for p in clf.parameters())  # the optimizer leaves it alone
+        trainer.checkpointer.save("model_check")
+        ckpt = torch.load(str(tmp_path / "out" / "model_check.pth"), weights_only=True)["model"]
+        key = "postprocessors.ActivityClassifier.mlp.layers.0.weight"
+        assert torch.equal(ckpt[key], clf.mlp.layers[0].weight)
+        results = Trainer.test(cfg, trainer.model)  # one dataset: its results directly
+        assert "activity" in results and 0.0 <= results["activity"]["accuracy"] <= 100.0
+
+        # refused by name: no ActivityClassifier to fit, or weights given as well
+        cfg2 = cfg.clone()
+        cfg2.defrost()
+        cfg2.MODEL.POSTPROCESSORS = []
+        with pytest.raises(ValueError, match="FIT_ON_TRAIN_GT needs 'ActivityClassifier'"):
+            Trainer(cfg2)
+        cfg2.MODEL.POSTPROCESSORS = ["ActivityClassifier"]
+        cfg2.MODEL.ACTIVITY.WEIGHTS = str(tmp_path / "out" / "activity_classifier.pth")
+        with pytest.raises(ValueError, match="MODEL.ACTIVITY.WEIGHTS"):
+            Trainer(cfg2)
     finally:
         DatasetCatalog.remove("act_fit")
 
 
-def _check_fit_on_train_gt(cfg, tmp_path, Trainer):
-    from multitask.modeling.postprocessing.activity import load_activity_weights
-
-    trainer = Trainer(cfg)
-    clf = trainer.model.postprocessors["ActivityClassifier"]
-    saved = load_activity_weights(str(tmp_path / "out" / "activity_classifier.pth"))
-    assert saved["classes"] == CLASSES
-    for k, v in clf.mlp.state_dict().items():
-        assert torch.equal(saved["state_dict"][k], v), k
-    assert not any(p.requires_grad for p in clf.parameters())  # the optimizer leaves it alone
-    trainer.checkpointer.save("model_check")
-    ckpt = torch.load(str(tmp_path / "out" / "model_check.pth"), weights_only=True)["model"]
-    key = "postprocessors.ActivityClassifier.mlp.layers.0.weight"
-    assert torch.equal(ckpt[key], clf.mlp.layers[0].weight)
-    results = Trainer.test(cfg, trainer.model)  # one dataset: its results directly
-    assert "activity" in results and 0.0 <= results["activity"]["accuracy"] <= 100.0
-
-    # refused by name: no ActivityClassifier to fit, or weights given as well
-    cfg2 = cfg.clone()
-    cfg2.defrost()
-    cfg2.MODEL.POSTPROCESSORS = []
-    with pytest.raises(ValueError, match="FIT_ON_TRAIN_GT needs 'ActivityClassifier'"):
-        Trainer(cfg2)
-    cfg2.MODEL.POSTPROCESSORS = ["ActivityClassifier"]
-    cfg2.MODEL.ACTIVITY.WEIGHTS = str(tmp_path / "out" / "activity_classifier.pth")
-    with pytest.raises(ValueError, match="MODEL.ACTIVITY.WEIGHTS"):
-        Trainer(cfg2)
-
-
 def test_train_activity_tool_on_coco_json(tmp_path):
     """tools/train_activity.py cross-validates and writes weights the post-processor loads."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     rng = np.random.default_rng(1)
     record = _pose_dicts(rng, 60, 10.0)[0]
     anns = []
