@@ -276,6 +276,8 @@ def test_fit_on_ground_truth_poses():
     assert (pred.numpy() == y2).mean() >= 0.9
     with pytest.raises(ValueError, match="at least 2 poses"):
         fit_activity_classifier(clf, kps[:1], boxes[:1], labels[:1])
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        fit_activity_classifier(clf, kps, boxes, labels, epochs=0)
 
 
 def test_trainer_fits_activity_on_train_gt(tmp_path):
@@ -338,6 +340,10 @@ def test_trainer_fits_activity_on_train_gt(tmp_path):
         cfg2.MODEL.POSTPROCESSORS = ["ActivityClassifier"]
         cfg2.MODEL.ACTIVITY.WEIGHTS = str(tmp_path / "out" / "activity_classifier.pth")
         with pytest.raises(ValueError, match="MODEL.ACTIVITY.WEIGHTS"):
+            Trainer(cfg2)
+        cfg2.MODEL.ACTIVITY.WEIGHTS = ""
+        cfg2.MODEL.ACTIVITY.FIT_EPOCHS = 0
+        with pytest.raises(ValueError, match="MODEL.ACTIVITY.FIT_EPOCHS must be >= 1, got 0"):
             Trainer(cfg2)
     finally:
         DatasetCatalog.remove("act_fit")

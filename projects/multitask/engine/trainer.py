@@ -286,6 +286,10 @@ def fit_activity_on_train_gt(cfg, model) -> Dict:
             f"MODEL.ACTIVITY.WEIGHTS also gives one ('{cfg.MODEL.ACTIVITY.WEIGHTS}'); "
             "set one of the two"
         )
+    if cfg.MODEL.ACTIVITY.FIT_EPOCHS < 1:
+        raise ValueError(
+            f"MODEL.ACTIVITY.FIT_EPOCHS must be >= 1, got {cfg.MODEL.ACTIVITY.FIT_EPOCHS}"
+        )
     classifier = post["ActivityClassifier"]
     start = time.perf_counter()
     dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]

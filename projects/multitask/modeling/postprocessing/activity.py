@@ -479,6 +479,8 @@ def fit_activity_classifier(
     n = len(labels)
     if n < 2:
         raise ValueError(f"need at least 2 poses with an activity to fit the classifier, got {n}")
+    if epochs < 1:
+        raise ValueError(f"fitting the activity classifier needs epochs >= 1, got {epochs}")
     classifier.keypoint_mask.copy_(present_keypoint_mask(keypoints, classifier.score_thresh))
     k, b, y = with_mirrored_poses(keypoints, boxes, labels) if flip else (keypoints, boxes, labels)
     device = classifier.keypoint_mask.device
