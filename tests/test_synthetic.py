@@ -226,6 +226,12 @@ def test_ensure_synthetic_dataset(tmp_path, monkeypatch):
     ensure_synthetic_dataset(str(tmp_path), "val")
     with open(json_file) as f:
         assert json.load(f)["info"]["version"] == synthetic.GENERATOR_VERSION
+    # so is a split of another size (SPLITS changed since it was generated)
+    monkeypatch.setitem(synthetic.SPLITS, "val", dict(num_images=3, seed=1))
+    ensure_synthetic_dataset(str(tmp_path), "val")
+    with open(json_file) as f:
+        js = json.load(f)
+    assert js["info"]["num_images"] == 3 and len(js["images"]) == 3
     with pytest.raises(ValueError):
         ensure_synthetic_dataset(str(tmp_path), "test")
 

@@ -891,26 +891,36 @@ def generate_synthetic_people(out_dir, num_images, seed, image_size=DEFAULT_IMAG
 def ensure_synthetic_dataset(root, split):
     """Return ``(json_file, image_root)`` of the synthetic split under
     ``root/synthetic_people/<split>/``, generating it with :data:`SPLITS` defaults if its json is
-    absent (the json is written last, so an interrupted generation is redone)."""
+    absent (the json is written last, so an interrupted generation is redone) or was written by
+    another generator version or with another seed or number of images."""
     if split not in SPLITS:
         raise ValueError(f"unknown synthetic split {split!r}; expected one of {sorted(SPLITS)}")
     out_dir = os.path.join(root, DATASET_DIRNAME, split)
     json_file = os.path.join(out_dir, "annotations.json")
     image_root = os.path.join(out_dir, "images")
-    version = _generated_version(json_file)
-    if version != GENERATOR_VERSION:
-        if version is None:
-            logger.info("Synthetic people split %r not found at %s; generating it", split, out_dir)
-        else:
-            logger.info("Synthetic people split %r at %s is from generator version %s (current "
-                        "%s); regenerating it", split, out_dir, version, GENERATOR_VERSION)
-        generate_synthetic_people(out_dir, **SPLITS[split])
+    spec = SPLITS[split]
+    info = _generated_info(json_file)
+    wanted = {"version": GENERATOR_VERSION, "seed": int(spec["seed"]),
+              "num_images": int(spec["num_images"])}
+    if info is None:
+        logger.info("Synthetic people split %r not found at %s; generating it", split, out_dir)
+        generate_synthetic_people(out_dir, **spec)
+    else:
+        differ = {k: (info.get(k), v) for k, v in wanted.items() if info.get(k) != v}
+        if differ:
+            logger.info("Synthetic people split %r at %s differs from the current one (%s); "
+                        "regenerating it", split, out_dir,
+                        ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in differ.items()))
+            generate_synthetic_people(out_dir, **spec)
     return json_file, image_root
 
 
-def _generated_version(json_file):
-    """Generator version recorded in ``json_file``, or None when the file does not exist."""
+def _generated_info(json_file):
+    """``info`` of ``json_file`` with ``version`` as a string, or None when the file does not
+    exist."""
     if not os.path.isfile(json_file):
         return None
     with open(json_file) as f:
-        return str(json.load(f).get("info", {}).get("version", "unknown"))
+        info = dict(json.load(f).get("info", {}))
+    info["version"] = str(info.get("version", "unknown"))
+    return info
