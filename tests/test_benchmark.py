@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "benchmark.py"
-SECTIONS = ("inference", "train", "postproc", "memory", "ops")
+SECTIONS = ("inference", "train", "postproc", "memory", "ops", "amp")
 NUM_PEOPLE = 3
 
 
@@ -94,6 +94,13 @@ def test_json_numbers(tiny_run):
             assert _positive(m[key]), (name, key, m)
         assert m["peak_rss_mb"] >= m["baseline_rss_mb"]
         assert all(c == NUM_PEOPLE for c in m["num_detections"]), m["num_detections"]
+
+    amp = data["amp"]
+    if "skipped" not in amp:  # CPUs without native bfloat16 skip the section
+        assert amp["dtype"] == "bfloat16" and _positive(amp["speedup"])
+        for name in ("float32", "bfloat16"):
+            assert _positive(amp["models"][name]["median_ms"]) and amp["models"][name]["finite"]
+        assert "SOLVER.AMP.ENABLED speed-up:" in proc.stdout
 
     rows = data["ops"]["rows"]
     assert {r["pass"] for r in rows} == {"fwd", "fwd+bwd"}

@@ -94,6 +94,23 @@ def test_matches_torchvision_float32():
     _check_against_torchvision(tensors, kwargs, rtol=1e-4)
 
 
+def test_mixed_dtypes_under_cpu_autocast_compute_in_float32():
+    """Under bfloat16 autocast the offsets and mask come from bfloat16 convs while the input is
+    float32; the op computes in float32 (as torchvision's does) and keeps the input's dtype."""
+    tensors, kwargs = _make_case(n=1, c=8, o=4, h=9, w=9, dtype=torch.float32)
+    ref = deform_conv2d_fast(tensors["input"], tensors["offset"], tensors["weight"],
+                             tensors["bias"], mask=tensors["mask"], **kwargs)
+    offset = tensors["offset"].bfloat16().requires_grad_(True)
+    x = tensors["input"].clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = deform_conv2d_fast(x, offset, tensors["weight"], tensors["bias"],
+                                 mask=tensors["mask"].bfloat16(), **kwargs)
+    assert out.dtype == torch.float32
+    _assert_rel_close(out, ref, rtol=2e-2, what="bfloat16 offsets and mask")
+    out.sum().backward()
+    assert x.grad.dtype == torch.float32 and offset.grad.dtype == torch.bfloat16
+
+
 def test_integer_offsets_on_image_border():
     """Samples exactly on integer positions, the border (-1, H) and far outside."""
     tensors, kwargs = _make_case(n=1, c=4, o=3, h=5, w=6, offset_scale=3.0)

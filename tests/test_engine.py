@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from multitask import get_cfg
+from multitask.data import register_datasets_from_cfg
+from multitask.engine import trainer as trainer_mod
 from multitask.engine.checkpoint import MultiTaskCheckpointer
+from multitask.engine.events import MetricStorage
 from multitask.engine.solver import build_lr_scheduler, lr_factor_at
-from multitask.engine.trainer import check_finite_losses
+from multitask.engine.trainer import Trainer, amp_dtype, check_finite_losses
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "data" / "coco-mini"
@@ -249,6 +252,46 @@ def test_non_finite_loss_names_iteration_and_losses():
         check_finite_losses(losses, 17)
     assert "loss_mask=0.5" in str(e.value)
     check_finite_losses({"loss_mask": torch.tensor(0.5)}, 1)
+
+
+def test_amp_dtype_per_device(monkeypatch):
+    assert amp_dtype(torch.device("cuda", 0)) == torch.float16
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert amp_dtype(torch.device("cpu")) is None  # emulated bfloat16: stay in float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert amp_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+@needs_coco_mini
+def test_amp_on_cpu_trains_in_bfloat16_with_float32_weights(tmp_path, monkeypatch):
+    """SOLVER.AMP.ENABLED on a CPU with native bfloat16: convolutions run in bfloat16, weights
+    and their updates stay float32, no gradient scaler."""
+    monkeypatch.setattr(trainer_mod, "amp_dtype", lambda device: torch.bfloat16)
+    cfg = get_cfg()
+    cfg.merge_from_file(str(INSTANT))
+    train = str(_subset("train", 2, tmp_path))
+    entries = [[f"amp_train_{tmp_path.name}", train, str(COCO_MINI / "train2017")]]
+    cfg.merge_from_list(
+        ["DATASETS.REGISTER", repr(entries), "DATASETS.TRAIN", f"('{entries[0][0]}',)"]
+        + TINY
+        + ["SOLVER.AMP.ENABLED", "True", "SOLVER.IMS_PER_BATCH", "2"]
+        + ["DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")]
+    )
+    register_datasets_from_cfg(cfg)
+    trainer = Trainer(cfg)
+    assert trainer.grad_scaler is None
+    model = trainer.model
+    seen = []
+    model.backbone.register_forward_hook(lambda m, i, out: seen.append(next(iter(out.values()))))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer.run_step(MetricStorage(0))
+    assert seen and seen[0].dtype == torch.bfloat16
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert all(p.dtype == torch.float32 for p in params.values())
+    changed = [n for n, p in params.items() if not torch.equal(p.detach(), before[n])]
+    assert len(changed) > 0.5 * len(params)
+    assert all(torch.isfinite(p).all() for p in params.values())
 
 
 def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path):

@@ -16,6 +16,9 @@ Sections (``--sections``, default all):
   process per model.
 * ``ops``: deformable conv (ours, torchvision) vs dense conv2d, via
   ``tools/bench_deform_conv.py:measure_deform_conv``.
+* ``amp``: our regular model's training iteration in float32 vs under the autocast that
+  ``SOLVER.AMP.ENABLED`` uses on the device (float16 on CUDA, bfloat16 on CPUs with native
+  bfloat16; skipped on other CPUs).
 
 Weights are random (no downloads); speed does not depend on them once the number of people is
 fixed. Candidates run interleaved (one run of each per repeat), so load changes on a shared
@@ -42,7 +45,7 @@ import sys
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -59,7 +62,7 @@ OUR_CONFIGS = {
     "regular": "multitask_R_50_FPN_1x.yaml",
 }
 POSTPROCESSORS = ["PoseResidualNetwork", "ActivityClassifier"]
-SECTIONS = ("inference", "train", "postproc", "memory", "ops")
+SECTIONS = ("inference", "train", "postproc", "memory", "ops", "amp")
 NUM_KEYPOINTS = 17
 
 # Tiny mode: ResNet-18, 32-channel FPN, 1-2 conv heads, 7x7 poolers, few proposals.
@@ -140,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds-long smoke test: 128x160 input, ResNet-18, small heads, "
                         "2 repeats, no warm-up (numbers are meaningless)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--amp", action="store_true", help="CUDA autocast (float16); --device cuda only")
+    p.add_argument("--amp", action="store_true",
+                   help="run every model under SOLVER.AMP's autocast: float16 on CUDA, bfloat16 "
+                        "on CPUs with native bfloat16")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (default 2, for CPU comparability; --tiny: 1, "
                         "which is much faster than 2 on a busy 2-core machine)")
@@ -248,9 +253,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def amp_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of SOLVER.AMP.ENABLED on ``device`` (None: float32)."""
+    from multitask.engine.trainer import amp_dtype as trainer_amp_dtype
+
+    return trainer_amp_dtype(device)
+
+
 def amp_context(s: Settings):
     if s.amp:
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type=s.device, dtype=amp_dtype(torch.device(s.device)))
     return nullcontext()
 
 
@@ -740,7 +752,8 @@ def _train_step_fn(model: nn.Module, loss_fn: Callable[[], Dict[str, torch.Tenso
     params = [p for p in model.parameters() if p.requires_grad]
     # a tiny lr: random weights must not diverge over the repeats (the step costs the same)
     opt = torch.optim.SGD(params, lr=1e-5, momentum=0.9, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda") if s.amp else None
+    use_scaler = s.amp and amp_dtype(torch.device(s.device)) == torch.float16
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
@@ -822,6 +835,40 @@ def section_train(s: Settings, env) -> Dict[str, object]:
     del models
     return {"size": list(s.size), "images": s.train_images, "people_per_image": s.train_people,
             "models": res, "ratios": ratios, "errors": errors}
+
+
+def section_amp(s: Settings, env) -> Dict[str, object]:
+    """Our regular model's training iteration in float32 vs under SOLVER.AMP's autocast."""
+    dtype = amp_dtype(torch.device(s.device))
+    if dtype is None:
+        reason = "this CPU has no native bfloat16 (AVX512-BF16 / AMX); SOLVER.AMP is ignored here"
+        print(header("amp", env, f"skipped: {reason}") + "\n", flush=True)
+        return {"skipped": reason}
+    name = str(dtype).replace("torch.", "")
+    ours_inputs, _, _ = make_train_batch(s)
+    log("amp: building ours_regular")
+    model = build_ours(s, "regular", s.size, postprocessors=False)
+    model.train()
+    fns = {
+        "float32": _train_step_fn(model, lambda: model(ours_inputs), replace(s, amp=False)),
+        name: _train_step_fn(model, lambda: model(ours_inputs), replace(s, amp=True)),
+    }
+    times, losses, errors = run_interleaved(fns, s, "amp", torch.device(s.device))
+    res = {}
+    for k in fns:
+        res[k] = stats_or_error(times, errors, k)
+        res[k]["losses"] = [float(v) for v in losses[k]]
+        res[k]["finite"] = bool(np.all(np.isfinite(res[k]["losses"])))
+    speedup = ratio(res["float32"], res[name])
+    h, w = s.size
+    print(header("amp", env, f"ours_regular, one training iteration, batch of {s.train_images} "
+                             f"{h}x{w} images, median of {s.repeats} runs after {s.warmup} "
+                             f"warm-up"))
+    rows = [[k, *fmt_ms(res[k]), fmt_ratio(ratio(res["float32"], res[k]))] for k in fns]
+    print(tabulate(rows, headers=["precision", "median ms", "IQR ms", "min-max ms",
+                                  "float32 / this"], tablefmt="github", disable_numparse=True))
+    print(f"SOLVER.AMP.ENABLED speed-up: {fmt_ratio(speedup)} [medians]\n", flush=True)
+    return {"dtype": name, "models": res, "speedup": speedup, "errors": errors}
 
 
 def section_postproc(s: Settings, env, cache: ModelCache) -> Dict[str, object]:
@@ -1173,8 +1220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
-    if args.amp and args.device != "cuda":
-        parser.error("--amp is CUDA autocast: use it with --device cuda")
+    if args.amp and amp_dtype(torch.device(args.device)) is None:
+        parser.error("--amp: this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
     if ((args.threads is not None and args.threads < 1) or args.num_people < 1
             or args.train_images < 1 or args.train_people < 1):
         parser.error("--threads, --num-people, --train-images and --train-people must be >= 1")
@@ -1208,6 +1255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "postproc": lambda: section_postproc(s, env, cache),
         "memory": lambda: section_memory(s, env),
         "ops": lambda: section_ops(s, env),
+        "amp": lambda: section_amp(s, env),
     }
     failures: List[str] = []
     for name in SECTIONS:

@@ -176,6 +176,8 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.AMP = CfgNode()
+# Mixed-precision training: float16 autocast with loss scaling on CUDA, bfloat16 autocast on CPUs
+# with native bfloat16 (AVX512-BF16 / AMX); ignored with a warning on other CPUs
 _C.SOLVER.AMP.ENABLED = False
 
 # ---------------------------------------------------------------------------------------------

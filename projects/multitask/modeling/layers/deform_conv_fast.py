@@ -441,11 +441,20 @@ def deform_conv2d_fast(
         mask: (N, G * kh * kw, Ho, Wo) modulation, or None for all ones.
 
     Returns:
-        (N, O, Ho, Wo), contiguous. Differentiable in input, offset, mask, weight and bias
-        (first order only).
+        (N, O, Ho, Wo), contiguous, of ``input``'s dtype. Differentiable in input, offset, mask,
+        weight and bias (first order only).
+
+    Under autocast it computes in float32, as torchvision's op does (the sampling weights and
+    the gathered rows must share one dtype).
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_args(input, offset, weight, bias, mask, stride, padding, dilation)
+    if torch.is_autocast_enabled(input.device.type):
+        with torch.autocast(input.device.type, enabled=False):
+            args = [t.float() if t is not None else None
+                    for t in (input, offset, mask, weight, bias)]
+            out = _DeformConv2dFn.apply(*args, stride, padding, dilation)
+        return out.to(input.dtype)
     return _DeformConv2dFn.apply(input, offset, mask, weight, bias, stride, padding, dilation)
 
 
