@@ -1,6 +1,7 @@
 """End-to-end: a tiny MultiTaskRCNN trains, infers and rescales on hand-made images (CPU)."""
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 from multitask import Instances, build_model, get_cfg
 
@@ -15,28 +16,7 @@ LOSS_NAMES = {
     "loss_keypoint",
 }
 
-# A tiny model: ResNet-18, 32-channel FPN, 2-conv keypoint head, 7x7 poolers (14x14 masks,
-# 28x28 heatmaps), few anchors/proposals sampled.
-TINY = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.RESNETS.DEPTH", 18,
-    "MODEL.FPN.OUT_CHANNELS", 32,
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", 100,
-    "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
-    "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", 8,
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
-    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", 16,
-    "MODEL.ROI_MASK_HEAD.NUM_CONV", 1,
-    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 7,
-    "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [16, 16],
-    "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 7,
-    "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE", 28,
-]
+TINY = TINY_MODEL + ["MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", 8]
 # the full model: deformable res3-res5 and deformable keypoint head, offset refinement on
 FULL = [
     "MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True],

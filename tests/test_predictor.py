@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 from multitask import get_cfg
 from multitask.data.transforms import ResizeTransform
@@ -12,21 +13,8 @@ from multitask.engine import DefaultPredictor, MultiTaskCheckpointer
 H, W = 128, 192  # the original image; MIN_SIZE_TEST = H / 2 -> the model sees 64 x 96
 SMALL_H, SMALL_W = 64, 96
 
-TINY = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.RESNETS.DEPTH", 18,
-    "MODEL.FPN.OUT_CHANNELS", 32,
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", 100,
-    "MODEL.RPN.POST_NMS_TOPK_TEST", 20,
+TINY = TINY_MODEL + [
     "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", 6,
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,  # a random-init model still returns people
-    "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", 16,
-    "MODEL.ROI_MASK_HEAD.NUM_CONV", 1,
-    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 7,
-    "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [16, 16],
-    "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 7,
-    "MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE", 28,
     "INPUT.MIN_SIZE_TEST", SMALL_H,
     "INPUT.MAX_SIZE_TEST", 1000,
 ]  # fmt: skip
