@@ -108,8 +108,8 @@ SKELETON = [
 ACTIVITY_CLASSES = ["walking", "running", "sitting", "standing"]
 
 DEFAULT_IMAGE_SIZE = (256, 320)  # (H, W)
-# Fixed defaults per split used by ensure_synthetic_dataset. At ~40 ms per image on one CPU core,
-# train (~1250 people) generates in ~20 s and val (~250 people) in ~4 s.
+# Fixed defaults per split used by ensure_synthetic_dataset. At ~12 ms per image on one CPU core,
+# train (~1220 people) generates in ~6 s and val (~250 people) in ~1 s.
 SPLITS = {
     "train": dict(num_images=500, seed=0),
     "val": dict(num_images=100, seed=1),
