@@ -276,12 +276,12 @@ def visualize_predictions(cfg, model, dataset_name: str, out_dir: str, num_image
 def amp_dtype(device: torch.device) -> Optional[torch.dtype]:
     """Autocast dtype used by ``SOLVER.AMP.ENABLED`` on ``device``: float16 on CUDA (with a
     gradient scaler), bfloat16 on CPUs whose oneDNN kernels run it natively (AVX512-BF16 or AMX;
-    about 1.4x faster training steps on such a CPU), and None (float32) elsewhere, where
-    emulated bfloat16 would be slower than float32."""
+    training steps 1.3-1.6x faster on a 2-core AMD EPYC, ``tools/benchmark.py --sections amp``),
+    and None (float32) elsewhere, where emulated bfloat16 would be slower than float32."""
     if device.type == "cuda":
         return torch.float16
     if device.type == "cpu":
-        # private torch.cpu probes (stable since torch 2.3); absent ones count as unsupported
+        # private torch.cpu probes; a torch without them counts as unsupported
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
             return torch.bfloat16
