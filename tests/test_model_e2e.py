@@ -169,21 +169,59 @@ def test_train_all_keypoints_invisible(loss_type):
 
 
 def test_head_norms_build_and_train():
-    model = _build(FULL, ["MODEL.ROI_KEYPOINT_HEAD.NORM", "GN", "MODEL.ROI_MASK_HEAD.NORM", "GN"])
+    model = _build(
+        FULL,
+        [
+            "MODEL.ROI_KEYPOINT_HEAD.NORM", "GN", "MODEL.ROI_MASK_HEAD.NORM", "GN",
+            "MODEL.FPN.NORM", "GN", "MODEL.ROI_BOX_HEAD.NORM", "GN",
+            "MODEL.ROI_BOX_HEAD.NUM_CONV", "2", "MODEL.ROI_BOX_HEAD.CONV_DIM", "16",
+            "MODEL.ROI_BOX_HEAD.NUM_FC", "1",
+        ],
+    )
     heads = model.roi_heads
-    mask_conv = next(m for m in heads.mask_convs.modules() if isinstance(m, torch.nn.Conv2d))
-    for convs, first_conv in (
+
+    def first_conv(module):
+        return next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+
+    fpn = model.backbone.fpn
+    for convs, conv in (
+        # the keypoint head's first conv is deformable, not an nn.Conv2d
         (heads.keypoint_head_.convs, heads.keypoint_head_.convs[0]),
-        (heads.mask_convs, mask_conv),
+        (heads.mask_convs, first_conv(heads.mask_convs)),
+        (heads.box_head, first_conv(heads.box_head)),
+        (fpn.inner_blocks, first_conv(fpn.inner_blocks)),
+        (fpn.layer_blocks, first_conv(fpn.layer_blocks)),
     ):
         assert any(isinstance(m, torch.nn.GroupNorm) for m in convs.modules())
-        assert first_conv.bias is None  # a conv followed by a norm has no bias
+        assert conv.bias is None  # a conv followed by a norm has no bias
+    # 2 convs of 16 channels on the 7x7 pooled features, then one fc of FC_DIM
+    box_convs = [m for m in heads.box_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    box_fcs = [m for m in heads.box_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in box_convs] == [16, 16]
+    fc_dim = 64  # the tiny model's FC_DIM
+    assert [(f.in_features, f.out_features) for f in box_fcs] == [(16 * 7 * 7, fc_dim)]
     model.train()
     torch.manual_seed(0)
     losses = model(_batch())
     _assert_finite_losses(losses, LOSS_NAMES)
     sum(losses.values()).backward()
     assert _grad_is_useful(heads.keypoint_head_.convs[1].weight)  # the first GroupNorm
+    box_gn = next(m for m in heads.box_head.modules() if isinstance(m, torch.nn.GroupNorm))
+    assert _grad_is_useful(box_gn.weight)
+    assert _grad_is_useful(fpn.layer_blocks[0][1].weight)  # the GroupNorm after the p2 conv
+
+
+def test_default_box_head_keeps_its_parameter_names():
+    # checkpoints of the 2fc head name its layers fc6 / fc7 (torchvision's TwoMLPHead)
+    names = {n for n, _ in _build().roi_heads.box_head.named_parameters()}
+    assert names == {"fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias"}
+
+
+@pytest.mark.parametrize("opts", [["MODEL.ROI_BOX_HEAD.NUM_FC", "0"],
+                                  ["MODEL.ROI_BOX_HEAD.NUM_CONV", "-1"]])
+def test_bad_box_head_sizes_refused_by_name(opts):
+    with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD"):
+        _build(opts)
 
 
 @pytest.mark.parametrize("canonical, levels", [(224, [2, 2, 3]), (56, [3, 4, 5])])
@@ -198,7 +236,15 @@ def test_canonical_box_size_picks_fpn_levels(canonical, levels):
         assert (pooler.map_levels([boxes]) + 2).tolist() == levels  # p2 is level index 0
 
 
-@pytest.mark.parametrize("key", ["MODEL.ROI_KEYPOINT_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "MODEL.ROI_KEYPOINT_HEAD.NORM",
+        "MODEL.ROI_MASK_HEAD.NORM",
+        "MODEL.ROI_BOX_HEAD.NORM",
+        "MODEL.FPN.NORM",
+    ],
+)
 def test_unknown_head_norm_refused_by_name(key):
     with pytest.raises(ValueError, match=key):
         _build(FULL, [key, "SyncGN"])

@@ -76,6 +76,10 @@ _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
 _C.MODEL.FPN = CfgNode()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
 _C.MODEL.FPN.OUT_CHANNELS = 256
+# "" (none), "GN" or "BN" after the lateral and output convs; detectron2's key. GN in the FPN and
+# the heads is the recipe for training detectors from scratch (He et al., "Rethinking ImageNet
+# Pre-training").
+_C.MODEL.FPN.NORM = ""
 
 _C.MODEL.ANCHOR_GENERATOR = CfgNode()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
@@ -105,6 +109,13 @@ _C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
 _C.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE = 100
 
 _C.MODEL.ROI_BOX_HEAD = CfgNode()
+# NUM_CONV 3x3 convs of CONV_DIM channels (each followed by NORM), then NUM_FC fc layers of FC_DIM,
+# as detectron2's FastRCNNConvFCHead: 0 convs + 2 fc is the "2fc" head, 4 convs + 1 fc with GN
+# the "4conv1fc" head of the from-scratch recipe.
+_C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+_C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+_C.MODEL.ROI_BOX_HEAD.NORM = ""
 _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 2

@@ -8,6 +8,7 @@ from fvcore.common.registry import Registry
 from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from ..layers import get_norm
 from .resnet import build_resnet
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
@@ -23,15 +24,21 @@ class ResNetFPN(nn.Module):
     """``bottom_up`` ResNet + top-down FPN. Output: OrderedDict ``p2, p3, p4, p5, p6``.
 
     ``p6`` is a stride-2 max-pool of ``p5`` (as detectron2's ``LastLevelMaxPool``); it feeds the
-    RPN only. All maps have ``out_channels`` channels; ``p_k`` has stride ``2**k``.
+    RPN only. All maps have ``out_channels`` channels; ``p_k`` has stride ``2**k``. ``norm``
+    (``MODEL.FPN.NORM``: "", "GN" or "BN") follows every lateral and output conv.
     """
 
-    def __init__(self, bottom_up: nn.Module, in_features, out_channels: int = 256):
+    def __init__(self, bottom_up: nn.Module, in_features, out_channels: int = 256, norm: str = ""):
         super().__init__()
         self.bottom_up = bottom_up
         self.in_features = list(in_features)
         in_channels = [bottom_up.out_channels[f] for f in self.in_features]
-        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(
+            in_channels,
+            out_channels,
+            extra_blocks=LastLevelMaxPool(),
+            norm_layer=get_norm(norm, "MODEL.FPN.NORM"),
+        )
         first_stage = int(self.in_features[0][-1])
         self._names = [f"p{first_stage + i}" for i in range(len(self.in_features) + 1)]
         self.out_channels = out_channels
@@ -47,7 +54,8 @@ class ResNetFPN(nn.Module):
 @BACKBONE_REGISTRY.register()
 def build_resnet_fpn_backbone(cfg) -> ResNetFPN:
     """ResNet (``MODEL.RESNETS.*``) + FPN (``MODEL.FPN.*``)."""
-    return ResNetFPN(build_resnet(cfg), cfg.MODEL.FPN.IN_FEATURES, cfg.MODEL.FPN.OUT_CHANNELS)
+    fpn = cfg.MODEL.FPN
+    return ResNetFPN(build_resnet(cfg), fpn.IN_FEATURES, fpn.OUT_CHANNELS, fpn.NORM)
 
 
 def build_backbone(cfg) -> nn.Module:

@@ -12,7 +12,11 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from fvcore.common.registry import Registry
 from torch import nn
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import (
     RoIHeads,
@@ -63,7 +67,7 @@ class MultiTaskROIHeads(RoIHeads):
         box_pool = MultiScaleRoIAlign(
             names, bh.POOLER_RESOLUTION, bh.POOLER_SAMPLING_RATIO, **canonical
         )
-        box_head = TwoMLPHead(in_channels * bh.POOLER_RESOLUTION**2, bh.FC_DIM)
+        box_head = _build_box_head(cfg, in_channels)
         box_predictor = FastRCNNPredictor(bh.FC_DIM, rh.NUM_CLASSES + 1)
         super().__init__(
             box_pool,
@@ -240,6 +244,27 @@ class MultiTaskROIHeads(RoIHeads):
             else:
                 loss = keypoint_gaussian_mse_loss(heatmaps, target, valid)
         return loss * self.keypoint_loss_weight
+
+
+def _build_box_head(cfg, in_channels: int) -> nn.Module:
+    """``MODEL.ROI_BOX_HEAD``: torchvision's ``TwoMLPHead`` for the default 2fc head, else its
+    ``FastRCNNConvFCHead`` (NUM_CONV convs with NORM, then NUM_FC fc layers)."""
+    bh = cfg.MODEL.ROI_BOX_HEAD
+    if bh.NUM_CONV < 0 or bh.NUM_FC < 1:
+        raise ValueError(
+            f"MODEL.ROI_BOX_HEAD: NUM_CONV must be >= 0 and NUM_FC >= 1 "
+            f"(got NUM_CONV={bh.NUM_CONV}, NUM_FC={bh.NUM_FC}); the box predictor reads FC_DIM"
+        )
+    norm_layer = get_norm(bh.NORM, "MODEL.ROI_BOX_HEAD.NORM")
+    res = bh.POOLER_RESOLUTION
+    if bh.NUM_CONV == 0 and bh.NUM_FC == 2:  # parameter names fc6/fc7, as before
+        return TwoMLPHead(in_channels * res**2, bh.FC_DIM)
+    return FastRCNNConvFCHead(
+        (in_channels, res, res),
+        [bh.CONV_DIM] * bh.NUM_CONV,
+        [bh.FC_DIM] * bh.NUM_FC,
+        norm_layer=norm_layer,
+    )
 
 
 def build_roi_heads(cfg, in_channels: int) -> nn.Module:
