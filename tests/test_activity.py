@@ -17,6 +17,7 @@ from multitask.data.synthetic import generate_synthetic_people
 from multitask.engine import Trainer
 from multitask.modeling.postprocessing import POSTPROCESSOR_REGISTRY, build_postprocessors
 from multitask.modeling.postprocessing.activity import (
+    GEOMETRY_DIM,
     ActivityClassifier,
     ActivityMLP,
     activity_poses_from_dicts,
@@ -25,6 +26,7 @@ from multitask.modeling.postprocessing.activity import (
     flip_keypoints,
     keypoints_to_activity_features,
     load_activity_weights,
+    pose_geometry_features,
     save_activity_weights,
     stratified_group_kfold,
 )
@@ -69,6 +71,70 @@ def test_features_normalisation_and_mask():
     km[6] = 0
     fm = keypoints_to_activity_features(kps, boxes, keypoint_mask=km)
     assert fm[0, 12:14].abs().sum() == 0 and fm[0, 34 + 6] == 0
+
+
+def _stick_figure(knee_deg):
+    """A COCO pose (1, 17, 3) seen from the side: upright torso (shoulders (0, 0), hips (0, 50)),
+    thighs forward by ``knee_deg`` from vertical, shins hanging straight down, arms down."""
+    k = torch.zeros(1, 17, 3)
+    k[0, :, 2] = 2.0
+    k[0, [5, 6], :2] = torch.tensor([0.0, 0.0])
+    k[0, [11, 12], :2] = torch.tensor([0.0, 50.0])
+    a = np.deg2rad(knee_deg)
+    knee = torch.tensor([40.0 * np.sin(a), 50.0 + 40.0 * np.cos(a)], dtype=torch.float32)
+    k[0, [13, 14], :2] = knee
+    k[0, [15, 16], :2] = knee + torch.tensor([0.0, 40.0])
+    k[0, [7, 8], :2] = torch.tensor([0.0, 25.0])
+    k[0, [9, 10], :2] = torch.tensor([0.0, 50.0])
+    return k
+
+
+def test_pose_geometry_features():
+    standing, sitting = _stick_figure(0.0), _stick_figure(90.0)
+    present = torch.ones(1, 17, dtype=torch.bool)
+    g_stand = pose_geometry_features(standing, present)
+    g_sit = pose_geometry_features(sitting, present)
+    assert g_stand.shape == (1, 2 * GEOMETRY_DIM)
+    assert g_stand[0, GEOMETRY_DIM:].tolist() == [1.0] * GEOMETRY_DIM  # everything measured
+    # angle cosines: knees (0, 1) straight when standing, 90 degrees when sitting; hips (2, 3)
+    assert g_stand[0, :4].tolist() == pytest.approx([-1.0, -1.0, -1.0, -1.0], abs=1e-5)
+    assert g_sit[0, :4].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-5)
+    # torso direction: straight up (image y points down)
+    assert g_stand[0, 8:10].tolist() == pytest.approx([0.0, -1.0], abs=1e-5)
+    # left thigh: direction and length in torso lengths (40 / 50)
+    assert g_sit[0, 10:13].tolist() == pytest.approx([1.0, 0.0, 0.8], abs=1e-5)
+    # position and scale do not matter
+    moved = standing.clone()
+    moved[..., :2] = moved[..., :2] * 3.0 + torch.tensor([17.0, -5.0])
+    assert torch.allclose(pose_geometry_features(moved, present), g_stand, atol=1e-5)
+    # a mirrored pose gives mirrored directions
+    mirrored = sitting.clone()
+    mirrored[..., 0] *= -1
+    assert pose_geometry_features(mirrored, present)[0, 10] == pytest.approx(-1.0, abs=1e-5)
+    # a missing left knee masks (and zeroes) the values that need it, and only those
+    present_nk = present.clone()
+    present_nk[0, 13] = False
+    g = pose_geometry_features(sitting, present_nk)
+    values, mask = g[0, :GEOMETRY_DIM], g[0, GEOMETRY_DIM:]
+    dropped = [0, 2, 10, 11, 12, 16, 17, 18, 24, 25]  # left knee & hip angles, thigh, shin, knees
+    assert (mask[dropped] == 0).all() and (values[dropped] == 0).all()
+    assert int(mask.sum()) == GEOMETRY_DIM - len(dropped)
+    # without the torso (a shoulder missing) nothing relative to it is measured: the torso's
+    # direction, the leg lengths, the pair offsets; nor the angles at that hip, elbow and shoulder
+    present_ns = present.clone()
+    present_ns[0, 5] = False
+    mask = pose_geometry_features(sitting, present_ns)[0, GEOMETRY_DIM:]
+    dropped = [2, 4, 6, 8, 9, 12, 15, 18, 21, 22, 23, 24, 25, 26, 27]
+    assert (mask[dropped] == 0).all() and int(mask.sum()) == GEOMETRY_DIM - len(dropped)
+    # appended by keypoints_to_activity_features
+    boxes = torch.tensor([[-50.0, -10.0, 60.0, 150.0]])
+    f = keypoints_to_activity_features(sitting, boxes, geometry=True)
+    assert f.shape == (1, 51 + 2 * GEOMETRY_DIM)
+    assert torch.allclose(f[:, 51:], g_sit) and torch.equal(
+        f[:, :51], keypoints_to_activity_features(sitting, boxes)
+    )
+    with pytest.raises(ValueError, match="17 COCO keypoints"):
+        pose_geometry_features(torch.zeros(1, 16, 3), torch.ones(1, 16, dtype=torch.bool))
 
 
 def test_flip_keypoints_swaps_sides():
@@ -194,6 +260,31 @@ def test_weights_file_round_trip_and_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="USE_VISIBILITY"):
         ActivityClassifier(_cfg(vis))
+
+    # pose geometry (on by default): the file says whether it was trained with it, and the config
+    # must agree; a file from before the key existed counts as without
+    assert src.mlp.in_dim == 51 + 2 * GEOMETRY_DIM and layout["geometry"]
+    pred, probs = dst.classify(_stick_figure(90.0), torch.tensor([[-50.0, -10, 60, 150]]))
+    assert pred.shape == (1,) and probs.shape == (1, 4)
+    plain_cfg = _cfg()
+    plain_cfg.MODEL.ACTIVITY.GEOMETRY = False
+    plain_src = ActivityClassifier(plain_cfg)
+    assert plain_src.mlp.in_dim == 51 and not plain_src.input_layout()["geometry"]
+    plain = str(tmp_path / "act_plain.pth")
+    save_activity_weights(plain, plain_src.mlp, CLASSES, plain_src.input_layout(), [16, 8], 0.3)
+    legacy = str(tmp_path / "act_legacy.pth")
+    legacy_layout = {k: v for k, v in plain_src.input_layout().items() if k != "geometry"}
+    save_activity_weights(legacy, plain_src.mlp, CLASSES, legacy_layout, [16, 8], 0.3)
+    for path in (plain, legacy):
+        with pytest.raises(ValueError, match=os.path.basename(path)) as e:
+            ActivityClassifier(_cfg(path))
+        assert "MODEL.ACTIVITY.GEOMETRY is True; set it to False" in str(e.value)
+        plain_cfg.MODEL.ACTIVITY.WEIGHTS = path
+        loaded = ActivityClassifier(plain_cfg)
+        assert torch.equal(loaded.mlp.layers[0].weight, plain_src.mlp.layers[0].weight)
+    plain_cfg.MODEL.ACTIVITY.WEIGHTS = good
+    with pytest.raises(ValueError, match="MODEL.ACTIVITY.GEOMETRY is False; set it to True"):
+        ActivityClassifier(plain_cfg)
 
 
 @pytest.mark.skipif(not os.path.exists(MPII_CSV), reason="MPII csv not shipped here")

@@ -92,6 +92,13 @@ def parse_args(argv=None):
         "--no-visibility", action="store_true", help="features without the 17-value mask"
     )
     p.add_argument(
+        "--no-geometry",
+        dest="geometry",
+        action="store_false",
+        help="do not give the MLP the pose's joint angles, limb directions and lengths "
+        "(load such weights with MODEL.ACTIVITY.GEOMETRY False)",
+    )
+    p.add_argument(
         "--no-keep-aspect",
         action="store_true",
         help="normalise x and y by the box's own width and height (default: square box)",
@@ -189,6 +196,7 @@ def make_features(kps, boxes, args, keypoint_mask):
         score_thresh=args.score_thresh,
         keep_aspect=not args.no_keep_aspect,
         keypoint_mask=keypoint_mask,
+        geometry=args.geometry,
     )
 
 
@@ -358,10 +366,11 @@ def main(argv=None):
         "feature": "xy_in_box_interleaved",
         "num_keypoints": 17,
         "use_visibility": not args.no_visibility,
+        "geometry": args.geometry,
         "keep_aspect": not args.no_keep_aspect,
         "score_thresh": args.score_thresh,
         "keypoint_mask": [float(v) for v in keypoint_mask.tolist()],
-        "in_dim": activity_feature_dim(17, not args.no_visibility),
+        "in_dim": activity_feature_dim(17, not args.no_visibility, args.geometry),
     }
     wpath = os.path.join(args.output_dir, "activity_classifier.pth")
     save_activity_weights(

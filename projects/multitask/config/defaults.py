@@ -274,6 +274,10 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.MODEL.ACTIVITY.DROPOUT = 0.3
     # Append a per-keypoint visibility mask to the 34-vector so missing joints are explicit
     _C.MODEL.ACTIVITY.USE_VISIBILITY = True
+    # Also feed the MLP the pose's joint angles, limb directions and lengths (COCO keypoints;
+    # see multitask.modeling.postprocessing.activity.pose_geometry_features). Must match the
+    # weights file; False for files written before this key existed.
+    _C.MODEL.ACTIVITY.GEOMETRY = True
     # Keypoints with a score below this count as missing for the classifier
     _C.MODEL.ACTIVITY.KEYPOINT_THRESHOLD = 0.05
     # Training only: before the first iteration, fit the ActivityClassifier post-processor on the

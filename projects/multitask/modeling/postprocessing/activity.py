@@ -7,6 +7,13 @@ interleaved as ``[K0x, K0y, K1x, K1y, ...]`` (34 values), followed, when ``use_v
 visibility is <= ``score_thresh`` or the classifier's ``keypoint_mask`` excludes it; its x, y are
 then 0. With ``keep_aspect`` the box is first made square (side ``max(w, h)``, same centre), so
 the features keep the pose's aspect ratio (a sitting person's box is squat, a standing one tall).
+With ``geometry`` (``MODEL.ACTIVITY.GEOMETRY``, COCO keypoints only) the pose's geometry follows
+(:func:`pose_geometry_features`, ``2 * GEOMETRY_DIM`` values): the angles at knees, hips, elbows
+and shoulders, the torso's direction, the thighs' and shins' directions and lengths, and how far
+apart the ankles, knees and wrists are, lengths relative to the torso; then a mask of which of
+these could be measured. An MLP has to learn angles from coordinates; given them, its 5-fold
+cross-validated accuracy (``tools/train_activity.py``) goes from 0.651 to 0.660 on MPII and from
+0.817 to 0.843 on the synthetic people's training poses.
 
 Classifier (:class:`ActivityMLP`): per hidden layer ``Linear -> BatchNorm1d -> ReLU ->
 Dropout(0.3)`` (blog: 3072 -> 128), then ``Linear(128, n)``; it returns logits, softmax at
@@ -18,8 +25,9 @@ Post-processor :class:`ActivityClassifier` (registry name "ActivityClassifier") 
 
 Weights file (:func:`save_activity_weights`, ``tools/train_activity.py``): a dict with
 ``state_dict`` (the MLP's), ``classes``, ``hidden_dims``, ``dropout`` and ``input_layout`` =
-``{"feature": "xy_in_box_interleaved", "num_keypoints": 17, "use_visibility", "keep_aspect",
-"score_thresh", "keypoint_mask": [17 x 0/1], "in_dim"}``. ``keypoint_mask`` names the keypoints the
+``{"feature": "xy_in_box_interleaved", "num_keypoints": 17, "use_visibility", "geometry",
+"keep_aspect", "score_thresh", "keypoint_mask": [17 x 0/1], "in_dim"}`` (a file without
+``geometry`` was written without it). ``keypoint_mask`` names the keypoints the
 classifier was trained with (MPII has no eyes/ears: they are masked out at inference too, so the
 detector's eyes/ears do not meet a classifier that never saw them).
 
@@ -41,6 +49,7 @@ from .registry import POSTPROCESSOR_REGISTRY
 
 __all__ = [
     "keypoints_to_activity_features",
+    "pose_geometry_features",
     "activity_feature_dim",
     "flip_keypoints",
     "ActivityMLP",
@@ -57,6 +66,7 @@ __all__ = [
     "classification_metrics",
     "COCO_FLIP_PERMUTATION",
     "KEEP_ASPECT",
+    "GEOMETRY_DIM",
 ]
 
 # Default of the feature's square-box normalisation (stored in the weights file's input_layout;
@@ -66,8 +76,77 @@ KEEP_ASPECT = True
 COCO_FLIP_PERMUTATION = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
 
 
-def activity_feature_dim(num_keypoints: int = 17, use_visibility: bool = True) -> int:
-    return num_keypoints * (3 if use_visibility else 2)
+# Pose geometry (COCO keypoint indices): joint angles (vertex in the middle) at the knees, hips,
+# elbows and shoulders ...
+GEOMETRY_ANGLES = (
+    (11, 13, 15),
+    (12, 14, 16),
+    (5, 11, 13),
+    (6, 12, 14),
+    (5, 7, 9),
+    (6, 8, 10),
+    (7, 5, 11),
+    (8, 6, 12),
+)
+# ... the thighs and shins (direction, and length relative to the torso) ...
+GEOMETRY_SEGMENTS = ((11, 13), (12, 14), (13, 15), (14, 16))
+# ... and the offsets between the ankles, the knees and the wrists (relative to the torso)
+GEOMETRY_PAIRS = ((15, 16), (13, 14), (9, 10))
+# angle cosines, torso direction (2), segment direction (2) + length, pair offset (2)
+GEOMETRY_DIM = len(GEOMETRY_ANGLES) + 2 + 3 * len(GEOMETRY_SEGMENTS) + 2 * len(GEOMETRY_PAIRS)
+# torso-relative lengths and offsets are clipped to +-this many torso lengths
+_GEOMETRY_CLIP = 3.0
+
+
+def activity_feature_dim(
+    num_keypoints: int = 17, use_visibility: bool = True, geometry: bool = False
+) -> int:
+    return num_keypoints * (3 if use_visibility else 2) + (2 * GEOMETRY_DIM if geometry else 0)
+
+
+def pose_geometry_features(keypoints: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Geometry of COCO poses ``(R, 17, >=2)``, given which keypoints are ``present (R, 17)``:
+    ``(R, 2 * GEOMETRY_DIM)``, the ``GEOMETRY_DIM`` values (see ``GEOMETRY_*``: cosines of the
+    joint angles; the unit vector from mid-hip to mid-shoulder; each leg segment's unit vector and
+    its length in torso lengths; each pair's x and y offset in torso lengths) followed by a 0/1
+    mask of the values whose keypoints are all present (a masked value is 0).
+
+    Invariant to the pose's position and scale; mirrored poses give mirrored values.
+    """
+    if keypoints.shape[1] != 17:
+        raise ValueError(
+            f"pose geometry features need the 17 COCO keypoints, got {keypoints.shape[1]}"
+        )
+    xy = keypoints[..., :2].float()
+    pm = present.bool()
+    eps = 1e-6
+    values, masks = [], []
+
+    def unit(v):
+        return v / v.norm(dim=-1, keepdim=True).clamp(min=eps)
+
+    for a, b, c in GEOMETRY_ANGLES:
+        cos = (unit(xy[:, a] - xy[:, b]) * unit(xy[:, c] - xy[:, b])).sum(-1)
+        values.append(cos)
+        masks.append(pm[:, a] & pm[:, b] & pm[:, c])
+    torso_vec = (xy[:, 5] + xy[:, 6] - xy[:, 11] - xy[:, 12]) / 2
+    torso_len = torso_vec.norm(dim=-1).clamp(min=eps)
+    torso_ok = pm[:, 5] & pm[:, 6] & pm[:, 11] & pm[:, 12]
+    values += list(unit(torso_vec).unbind(-1))
+    masks += [torso_ok, torso_ok]
+    for a, b in GEOMETRY_SEGMENTS:
+        seg = xy[:, b] - xy[:, a]
+        ok = pm[:, a] & pm[:, b]
+        values += list(unit(seg).unbind(-1)) + [seg.norm(dim=-1) / torso_len]
+        masks += [ok, ok, ok & torso_ok]
+    for a, b in GEOMETRY_PAIRS:
+        off = (xy[:, b] - xy[:, a]) / torso_len[:, None]
+        ok = pm[:, a] & pm[:, b] & torso_ok
+        values += list(off.unbind(-1))
+        masks += [ok, ok]
+    v = torch.stack(values, dim=1).clamp(-_GEOMETRY_CLIP, _GEOMETRY_CLIP)
+    m = torch.stack(masks, dim=1).to(v.dtype)
+    return torch.cat([v * m, m], dim=1)
 
 
 def keypoints_to_activity_features(
@@ -77,8 +156,10 @@ def keypoints_to_activity_features(
     score_thresh: float = 0.05,
     keep_aspect: bool = KEEP_ASPECT,
     keypoint_mask: Optional[torch.Tensor] = None,
+    geometry: bool = False,
 ) -> torch.Tensor:
-    """Features ``(R, 2K [+K])`` of keypoints ``(R, K, 3)`` (x, y, score) in boxes ``(R, 4)``.
+    """Features ``(R, 2K [+K] [+2 GEOMETRY_DIM])`` of keypoints ``(R, K, 3)`` (x, y, score) in
+    boxes ``(R, 4)``.
 
     See the module docstring for the layout. Accepts numpy arrays too; returns float32.
     """
@@ -100,9 +181,10 @@ def keypoints_to_activity_features(
     ny = ((kps[..., 1] - y0[:, None]) / h[:, None]).clamp(0.0, 1.0)
     pm = present.float()
     xy = torch.stack([nx * pm, ny * pm], dim=2).reshape(R, 2 * K)
-    if use_visibility:
-        return torch.cat([xy, pm], dim=1)
-    return xy
+    parts = [xy, pm] if use_visibility else [xy]
+    if geometry:
+        parts.append(pose_geometry_features(kps, present))
+    return torch.cat(parts, dim=1)
 
 
 def flip_keypoints(keypoints: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -203,7 +285,7 @@ class ActivityClassifier(nn.Module):
     ``ActivityClassifier(cfg)`` reads ``MODEL.ACTIVITY.*`` and loads ``MODEL.ACTIVITY.WEIGHTS``
     when set; keyword arguments override cfg values. The weights file must list the same classes
     as ``MODEL.ACTIVITY.CLASSES`` and the same ``use_visibility`` as
-    ``MODEL.ACTIVITY.USE_VISIBILITY``;
+    ``MODEL.ACTIVITY.USE_VISIBILITY`` and ``geometry`` as ``MODEL.ACTIVITY.GEOMETRY``;
     its ``keep_aspect`` and ``keypoint_mask`` are taken from the file (both are also buffers, so
     they travel in a full-model checkpoint).
     """
@@ -216,6 +298,7 @@ class ActivityClassifier(nn.Module):
         hidden_dims: Optional[Sequence[int]] = None,
         dropout: Optional[float] = None,
         use_visibility: Optional[bool] = None,
+        geometry: Optional[bool] = None,
         score_thresh: Optional[float] = None,
         keep_aspect: Optional[bool] = None,
         num_keypoints: int = 17,
@@ -233,15 +316,21 @@ class ActivityClassifier(nn.Module):
         self.hidden_dims = [int(h) for h in hidden]
         self.dropout_p = float(pick(dropout, "MODEL.ACTIVITY.DROPOUT", 0.3))
         self.use_visibility = bool(pick(use_visibility, "MODEL.ACTIVITY.USE_VISIBILITY", True))
+        self.geometry = bool(pick(geometry, "MODEL.ACTIVITY.GEOMETRY", True))
         self.score_thresh = float(pick(score_thresh, "MODEL.ACTIVITY.KEYPOINT_THRESHOLD", 0.05))
         self.num_keypoints = int(num_keypoints)
         if not self.classes:
             raise ValueError("MODEL.ACTIVITY.CLASSES is empty")
+        if self.geometry and self.num_keypoints != 17:
+            raise ValueError(
+                f"MODEL.ACTIVITY.GEOMETRY needs the 17 COCO keypoints, the model has "
+                f"{self.num_keypoints}"
+            )
         self.register_buffer("keypoint_mask", torch.ones(self.num_keypoints))
         keep = KEEP_ASPECT if keep_aspect is None else keep_aspect
         self.register_buffer("keep_aspect_flag", torch.tensor(float(keep)))
         self.mlp = ActivityMLP(
-            activity_feature_dim(self.num_keypoints, self.use_visibility),
+            activity_feature_dim(self.num_keypoints, self.use_visibility, self.geometry),
             len(self.classes),
             self.hidden_dims,
             self.dropout_p,
@@ -259,6 +348,7 @@ class ActivityClassifier(nn.Module):
             "feature": "xy_in_box_interleaved",
             "num_keypoints": self.num_keypoints,
             "use_visibility": self.use_visibility,
+            "geometry": self.geometry,
             "keep_aspect": self.keep_aspect,
             "score_thresh": self.score_thresh,
             "keypoint_mask": [float(v) for v in self.keypoint_mask.tolist()],
@@ -281,6 +371,13 @@ class ActivityClassifier(nn.Module):
                 f"{bool(layout['use_visibility'])} but MODEL.ACTIVITY.USE_VISIBILITY is "
                 f"{self.use_visibility}"
             )
+        geometry = bool(layout.get("geometry", False))
+        if geometry != self.geometry:
+            raise ValueError(
+                f"{key}: activity weights file '{path}' was trained "
+                f"{'with' if geometry else 'without'} pose geometry features but "
+                f"MODEL.ACTIVITY.GEOMETRY is {self.geometry}; set it to {geometry}"
+            )
         if "num_keypoints" in layout and int(layout["num_keypoints"]) != self.num_keypoints:
             raise ValueError(
                 f"{key}: activity weights file '{path}' expects {layout['num_keypoints']} "
@@ -300,6 +397,7 @@ class ActivityClassifier(nn.Module):
             self.score_thresh,
             self.keep_aspect,
             self.keypoint_mask,
+            self.geometry,
         )
 
     @torch.no_grad()
