@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import MPII_CSV
 
 from multitask.config import get_cfg
 from multitask.data import DatasetCatalog, register_datasets_from_cfg
@@ -32,7 +33,6 @@ from multitask.modeling.postprocessing.activity import (
 )
 from multitask.structures import Instances
 
-MPII_CSV = "/work/shared/data/mpii-activity/mpii_human_pose.csv"
 CLASSES = ["walking", "running", "sitting", "standing"]
 
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from shared_data import COCO_MINI_VAL_IMAGES as COCO_VAL
 
 from multitask import Instances
 from multitask.utils.visualizer import (
@@ -26,7 +27,6 @@ from multitask.utils.visualizer import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "tools" / "demo.py"
-COCO_VAL = "/work/shared/data/coco-mini/val2017"
 
 NAMES = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",

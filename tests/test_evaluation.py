@@ -14,6 +14,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from shared_data import COCO_MINI_VAL_JSON as REAL_GT
 
 import multitask
 from multitask.config import get_cfg
@@ -31,7 +32,6 @@ from multitask.evaluation import (
 )
 from multitask.structures import Instances
 
-REAL_GT = "/work/shared/data/coco-mini/annotations/person_keypoints_val2017.json"
 ACTIVITIES = ["walking", "running", "sitting", "standing"]
 KPT_NAMES = [f"kp{i}" for i in range(17)]
 METRICS = {

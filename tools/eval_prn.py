@@ -18,7 +18,7 @@ All results get score 1. Also printed: the fraction of labelled keypoints assign
 person (exact match). Example::
 
     python tools/eval_prn.py \
-        --json /work/shared/data/coco-mini/annotations/person_keypoints_val2017.json \
+        --json ../shared/data/coco-mini/annotations/person_keypoints_val2017.json \
         --weights output/prn/prn.pth --output-dir output/prn/eval
 """
 

@@ -19,7 +19,7 @@ loadable as ``MODEL.PRN.WEIGHTS`` (set ``MODEL.PRN.HEATMAP_SIZE`` / ``HIDDEN_DIM
 Example::
 
     python tools/train_prn.py \
-        --json /work/shared/data/coco-mini/annotations/person_keypoints_train2017.json \
+        --json ../shared/data/coco-mini/annotations/person_keypoints_train2017.json \
         --epochs 40 --output output/prn/prn.pth
 """
 
