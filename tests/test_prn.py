@@ -285,3 +285,38 @@ def test_snap_uses_candidates_inside_the_box_and_own_keypoints():
     assert idx[0, 4] == 2 and torch.allclose(xy[0, 4], torch.tensor([200.0, 200.0]))
     xy, idx = snap_to_candidates(dec, box, cand, HS, margin=0.1, radius=0.5)
     assert (idx == -1).all()  # (2, 2) px is ~1.2 cells of 2.4 px away: beyond radius 0.5
+
+
+def test_config_thresholds_and_snap_radius_reach_the_postprocessor():
+    """MODEL.PRN.KEYPOINT_THRESHOLD / SOURCE_SCORE_THRESH / SNAP_RADIUS change what the PRN does."""
+    default = build_postprocessors(_cfg(MIN_CONFIDENCE=0.0))["PoseResidualNetwork"]
+    assert default.snap_radius == float("inf")  # SNAP_RADIUS -1: any distance
+    # two overlapping people, keypoint scores 0.5, box scores 0.6 and 0.7
+    boxes = torch.tensor([[20.0, 20.0, 120.0, 170.0], [60.0, 30.0, 160.0, 180.0]])
+    kps = torch.zeros(2, 17, 3)
+    for i, b in enumerate(boxes):
+        kps[i, :, 0] = b[0] + TEMPLATE[:, 0] * (b[2] - b[0])
+        kps[i, :, 1] = b[1] + TEMPLATE[:, 1] * (b[3] - b[1])
+    kps[..., 2] = 0.5
+    scores = torch.tensor([0.6, 0.7])
+
+    def snapped(out):  # (R, 17): each output keypoint is one of the detected keypoints of its type
+        return (out[:, None, :, :2] - kps[None, :, :, :2]).abs().sum(-1).min(1)[0] < 1e-4
+
+    out, _ = default.assign(boxes, kps, scores)
+    assert snapped(out).all()
+    # sources above every box score: each box only sees (and snaps to) its own keypoints
+    own_only = build_postprocessors(_cfg(MIN_CONFIDENCE=0.0, SOURCE_SCORE_THRESH=0.9))
+    out, _ = own_only["PoseResidualNetwork"].assign(boxes, kps, scores)
+    assert torch.allclose(out, kps)
+    # no snapping: the peak cells' centres, not the detected keypoints
+    no_snap = build_postprocessors(_cfg(MIN_CONFIDENCE=0.0, SNAP_RADIUS=0.0))
+    prn = no_snap["PoseResidualNetwork"]
+    assert prn.snap_radius == 0.0
+    out, _ = prn.assign(boxes, kps, scores)
+    assert not snapped(out).all()
+    # keypoints at or under the threshold are not drawn into the PRN input
+    assert default.encode(boxes, kps, own_keypoints=kps).sum() > 0
+    strict = build_postprocessors(_cfg(KEYPOINT_THRESHOLD=0.5))["PoseResidualNetwork"]
+    assert strict.score_thresh == 0.5
+    assert strict.encode(boxes, kps, own_keypoints=kps).sum() == 0

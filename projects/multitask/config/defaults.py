@@ -261,6 +261,14 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.MODEL.PRN.SIGMA = 1.0
     # Keep the keypoint head's keypoint where the PRN's peak probability is below this
     _C.MODEL.PRN.MIN_CONFIDENCE = 0.05
+    # Keypoints with a score (or COCO visibility) above this are drawn into the PRN input
+    _C.MODEL.PRN.KEYPOINT_THRESHOLD = 0.05
+    # Detections with a box score below this give their keypoints only to their own box
+    _C.MODEL.PRN.SOURCE_SCORE_THRESH = 0.3
+    # Snap the PRN's peak to the nearest detected keypoint of its type within this many heatmap
+    # cells, so the PRN chooses which keypoint and the keypoint head sets where; < 0: any
+    # distance, 0: no snapping (the peak cell's centre)
+    _C.MODEL.PRN.SNAP_RADIUS = -1.0
 
     # --- activity classifier ------------------------------------------------------------
     _C.MODEL.ACTIVITY = CfgNode()

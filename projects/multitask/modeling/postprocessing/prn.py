@@ -27,12 +27,14 @@ soft-target cross-entropy ``-sum t' log p`` with ``t' = t / sum t`` instead.
 
 Post-processing rule (:class:`PoseResidualNetwork`.forward), per image with ``R`` detections:
 
-1. sources: the keypoints with score > :data:`KEYPOINT_SCORE_THRESH` of the detections whose box
-   score is >= :data:`SOURCE_BOX_SCORE_THRESH`; each box additionally always gets its own keypoints;
+1. sources: the keypoints with score > ``MODEL.PRN.KEYPOINT_THRESHOLD`` of the detections whose box
+   score is >= ``MODEL.PRN.SOURCE_SCORE_THRESH``; each box additionally always gets its own
+   keypoints;
 2. each box's input is encoded, the PRN predicts, and each channel is decoded to its peak cell
    and the peak probability (the *PRN confidence*);
 3. the decoded point is snapped to the nearest source keypoint of the same type inside the enlarged
-   box (or the box's own keypoint) within :data:`SNAP_RADIUS` cells (default: any distance), so
+   box (or the box's own keypoint) within ``MODEL.PRN.SNAP_RADIUS`` cells (default: any
+   distance), so
    the output is as precise as the keypoint head and the PRN only chooses *which* keypoint;
    without a candidate the peak cell's centre is kept;
 4. where the PRN confidence is < ``MODEL.PRN.MIN_CONFIDENCE`` the keypoint head's keypoint is kept
@@ -66,15 +68,15 @@ __all__ = [
     "SNAP_RADIUS",
 ]
 
+# Defaults of the functions below and of MODEL.PRN.KEYPOINT_THRESHOLD / SOURCE_SCORE_THRESH /
+# SNAP_RADIUS (config/defaults.py).
 # Keypoints with score (or COCO visibility) above this are drawn into the PRN input.
-# (wanted config key: MODEL.PRN.KEYPOINT_THRESHOLD)
 KEYPOINT_SCORE_THRESH = 0.05
 # Detections with a box score below this contribute their keypoints only to their own box.
-# (wanted config key: MODEL.PRN.SOURCE_SCORE_THRESH)
 SOURCE_BOX_SCORE_THRESH = 0.3
 # The decoded PRN peak is snapped to the nearest candidate keypoint (of the same type, inside the
-# enlarged box) within this many cells; inf: always, so the PRN picks one of the detected keypoints.
-# (wanted config key: MODEL.PRN.SNAP_RADIUS; 0 disables snapping)
+# enlarged box) within this many cells; inf: always, so the PRN picks one of the detected
+# keypoints; 0 disables snapping. (In the config, a negative MODEL.PRN.SNAP_RADIUS means inf.)
 SNAP_RADIUS = float("inf")
 # Elements of the (chunk, P, 17, H, W) rendering tensor per chunk, to bound memory
 _RENDER_CHUNK_ELEMENTS = 1 << 25
@@ -357,6 +359,9 @@ class PoseResidualNetwork(nn.Module):
         margin: Optional[float] = None,
         sigma: Optional[float] = None,
         min_confidence: Optional[float] = None,
+        score_thresh: Optional[float] = None,
+        source_score_thresh: Optional[float] = None,
+        snap_radius: Optional[float] = None,
         num_keypoints: int = 17,
         load_weights: bool = True,
     ):
@@ -373,9 +378,14 @@ class PoseResidualNetwork(nn.Module):
         self.sigma = float(pick(sigma, "MODEL.PRN.SIGMA", 1.0))
         self.min_confidence = float(pick(min_confidence, "MODEL.PRN.MIN_CONFIDENCE", 0.05))
         self.num_keypoints = int(num_keypoints)
-        self.score_thresh = KEYPOINT_SCORE_THRESH
-        self.source_box_score_thresh = SOURCE_BOX_SCORE_THRESH
-        self.snap_radius = SNAP_RADIUS
+        self.score_thresh = float(
+            pick(score_thresh, "MODEL.PRN.KEYPOINT_THRESHOLD", KEYPOINT_SCORE_THRESH)
+        )
+        self.source_box_score_thresh = float(
+            pick(source_score_thresh, "MODEL.PRN.SOURCE_SCORE_THRESH", SOURCE_BOX_SCORE_THRESH)
+        )
+        radius = float(pick(snap_radius, "MODEL.PRN.SNAP_RADIUS", SNAP_RADIUS))
+        self.snap_radius = math.inf if radius < 0 else radius
 
         H, W = self.heatmap_size
         d = self.num_keypoints * H * W
