@@ -6,6 +6,10 @@ mapping and the class rule) and/or COCO-format keypoint jsons whose annotations 
 ``"activity"`` string (``--coco-json``, repeatable; ground-truth poses; a person is identified by
 the annotation's ``person_id``/``track_id`` if present, else its ``id``).
 
+Features: the keypoints normalised in their box with a visibility mask, and the pose's geometry
+(joint angles, limb directions and lengths; ``--no-geometry`` leaves it out, and such weights load
+with ``MODEL.ACTIVITY.GEOMETRY False``); see ``multitask.modeling.postprocessing.activity``.
+
 K-fold cross-validation with folds split by person (stratified, no person in two folds), Adam
 (``--lr``), ``ReduceLROnPlateau`` (factor 0.1) and best-epoch selection on an inner, person-grouped
 ``--inner-val`` split of each training split (never the fold's validation persons), mirrored
@@ -17,7 +21,7 @@ folds, with its class list and input layout, loadable as ``MODEL.ACTIVITY.WEIGHT
 
 Example::
 
-    python tools/train_activity.py --mpii-csv /work/shared/data/mpii-activity/mpii_human_pose.csv \
+    python tools/train_activity.py --mpii-csv ../shared/data/mpii-activity/mpii_human_pose.csv \
         --output-dir output/activity
 """
 
