@@ -24,7 +24,6 @@ from torchvision.models.detection.roi_heads import (
     maskrcnn_inference,
     maskrcnn_loss,
 )
-from torchvision.ops import MultiScaleRoIAlign
 
 from ..layers import get_norm
 from .keypoint_codec import (
@@ -37,6 +36,7 @@ from .keypoint_codec import (
     keypoints_to_heatmap_coords,
 )
 from .keypoint_head import build_keypoint_head
+from .poolers import build_pooler
 
 ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
 ROI_HEADS_REGISTRY.__doc__ = """
@@ -64,8 +64,13 @@ class MultiTaskROIHeads(RoIHeads):
         names = list(rh.IN_FEATURES)
         # FPN level of a box of side s: floor(4 + log2(s / CANONICAL_BOX_SIZE)), clamped
         canonical = dict(canonical_scale=rh.CANONICAL_BOX_SIZE, canonical_level=4)
-        box_pool = MultiScaleRoIAlign(
-            names, bh.POOLER_RESOLUTION, bh.POOLER_SAMPLING_RATIO, **canonical
+        box_pool = build_pooler(
+            bh.POOLER_TYPE,
+            names,
+            bh.POOLER_RESOLUTION,
+            bh.POOLER_SAMPLING_RATIO,
+            "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
+            **canonical,
         )
         box_head = _build_box_head(cfg, in_channels)
         box_predictor = FastRCNNPredictor(bh.FC_DIM, rh.NUM_CLASSES + 1)
@@ -87,8 +92,13 @@ class MultiTaskROIHeads(RoIHeads):
         self.mask_on = cfg.MODEL.MASK_ON
         if self.mask_on:
             mh = cfg.MODEL.ROI_MASK_HEAD
-            self.mask_pooler = MultiScaleRoIAlign(
-                names, mh.POOLER_RESOLUTION, mh.POOLER_SAMPLING_RATIO, **canonical
+            self.mask_pooler = build_pooler(
+                mh.POOLER_TYPE,
+                names,
+                mh.POOLER_RESOLUTION,
+                mh.POOLER_SAMPLING_RATIO,
+                "MODEL.ROI_MASK_HEAD.POOLER_TYPE",
+                **canonical,
             )
             self.mask_convs = MaskRCNNHeads(
                 in_channels,
@@ -110,8 +120,13 @@ class MultiTaskROIHeads(RoIHeads):
                     f"MODEL.ROI_KEYPOINT_HEAD.LOSS_TYPE: '{kh.LOSS_TYPE}' is not one of "
                     f"{_LOSS_TYPES}"
                 )
-            self.keypoint_pooler = MultiScaleRoIAlign(
-                names, kh.POOLER_RESOLUTION, kh.POOLER_SAMPLING_RATIO, **canonical
+            self.keypoint_pooler = build_pooler(
+                kh.POOLER_TYPE,
+                names,
+                kh.POOLER_RESOLUTION,
+                kh.POOLER_SAMPLING_RATIO,
+                "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE",
+                **canonical,
             )
             self.keypoint_head_ = build_keypoint_head(cfg, in_channels)
             self.keypoint_loss_type = kh.LOSS_TYPE

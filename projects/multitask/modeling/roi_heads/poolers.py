@@ -1,0 +1,94 @@
+"""ROI poolers: torchvision's ``MultiScaleRoIAlign`` with detectron2's choice of ROIAlign.
+
+detectron2's ``POOLER_TYPE`` names two conventions of ``torchvision.ops.roi_align``:
+
+* ``"ROIAlign"`` (``aligned=False``, what torchvision's ``MultiScaleRoIAlign`` always does): a box
+  corner at image coordinate ``x`` is sampled at feature coordinate ``x * scale``, although feature
+  cell ``i`` is centred on image coordinate ``(i + 0.5) / scale``. Pooled features are shifted by
+  half a feature stride: 2 px on P2, 16 px on P5, up to a tenth of a small person's box.
+* ``"ROIAlignV2"`` (``aligned=True``, detectron2's default): the half-cell offset is subtracted,
+  so the features pooled for a box are the ones under it.
+
+:func:`build_pooler` returns torchvision's own class for ``"ROIAlign"`` and
+:class:`AlignedMultiScaleRoIAlign` for ``"ROIAlignV2"``. Both share torchvision's level
+assignment (``canonical_scale`` / ``canonical_level``) and scale inference.
+"""
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import LevelMapper
+
+__all__ = ["POOLER_TYPES", "AlignedMultiScaleRoIAlign", "build_pooler"]
+
+POOLER_TYPES = ("ROIAlign", "ROIAlignV2")
+
+
+class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign`` that calls ``roi_align(..., aligned=True)`` on every level.
+
+    Same constructor, attributes and call as torchvision's class (``forward(features, boxes,
+    image_shapes)``); only the sampling positions differ (see the module docstring).
+    """
+
+    def _setup(self, feats: List[Tensor], image_shapes: List[Tuple[int, int]]) -> None:
+        if not image_shapes:
+            raise ValueError("AlignedMultiScaleRoIAlign needs the image shapes, got none")
+        max_h = max(int(s[0]) for s in image_shapes)
+        # like torchvision: each level's scale is the power of two nearest to its size ratio
+        scales = [2.0 ** round(math.log2(f.shape[-2] / max_h)) for f in feats]
+        k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
+        self.scales = scales
+        self.map_levels = LevelMapper(
+            k_min, k_max, canonical_scale=self.canonical_scale, canonical_level=self.canonical_level
+        )
+
+    def forward(
+        self,
+        x: Dict[str, Tensor],
+        boxes: List[Tensor],
+        image_shapes: List[Tuple[int, int]],
+    ) -> Tensor:
+        feats = [v for k, v in x.items() if k in self.featmap_names]
+        if self.scales is None or self.map_levels is None:
+            self._setup(feats, image_shapes)
+        rois = torch.cat(
+            [
+                torch.cat([b.new_full((b.shape[0], 1), float(i)), b], dim=1)
+                for i, b in enumerate(boxes)
+            ]
+        )
+        levels = self.map_levels(boxes)
+        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(self.output_size))
+        for level, (feat, scale) in enumerate(zip(feats, self.scales)):
+            idx = torch.where(levels == level)[0]
+            pooled = roi_align(
+                feat,
+                rois[idx],
+                output_size=self.output_size,
+                spatial_scale=scale,
+                sampling_ratio=self.sampling_ratio,
+                aligned=True,
+            )
+            # under autocast the levels may come back in different dtypes (as in torchvision)
+            out[idx] = pooled.to(out.dtype)
+        return out
+
+
+def build_pooler(
+    pooler_type: str,
+    featmap_names: Sequence[str],
+    output_size: int,
+    sampling_ratio: int,
+    key: str,
+    **kwargs,
+) -> MultiScaleRoIAlign:
+    """The pooler named by a ``POOLER_TYPE`` config value; ``key`` names it in the error."""
+    if pooler_type == "ROIAlign":
+        return MultiScaleRoIAlign(list(featmap_names), output_size, sampling_ratio, **kwargs)
+    if pooler_type == "ROIAlignV2":
+        return AlignedMultiScaleRoIAlign(list(featmap_names), output_size, sampling_ratio, **kwargs)
+    raise ValueError(f"{key}: unknown pooler type '{pooler_type}', expected one of {POOLER_TYPES}")
