@@ -14,13 +14,12 @@ detectron2's ``POOLER_TYPE`` names two conventions of ``torchvision.ops.roi_alig
 assignment (``canonical_scale`` / ``canonical_level``) and scale inference.
 """
 
-import math
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops.poolers import LevelMapper
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 __all__ = ["POOLER_TYPES", "AlignedMultiScaleRoIAlign", "build_pooler"]
 
@@ -34,33 +33,20 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
     image_shapes)``); only the sampling positions differ (see the module docstring).
     """
 
-    def _setup(self, feats: List[Tensor], image_shapes: List[Tuple[int, int]]) -> None:
-        if not image_shapes:
-            raise ValueError("AlignedMultiScaleRoIAlign needs the image shapes, got none")
-        max_h = max(int(s[0]) for s in image_shapes)
-        # like torchvision: each level's scale is the power of two nearest to its size ratio
-        scales = [2.0 ** round(math.log2(f.shape[-2] / max_h)) for f in feats]
-        k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
-        self.scales = scales
-        self.map_levels = LevelMapper(
-            k_min, k_max, canonical_scale=self.canonical_scale, canonical_level=self.canonical_level
-        )
-
     def forward(
         self,
         x: Dict[str, Tensor],
         boxes: List[Tensor],
         image_shapes: List[Tuple[int, int]],
     ) -> Tensor:
-        feats = [v for k, v in x.items() if k in self.featmap_names]
+        # torchvision's own input filtering, scale inference, level rule and roi format, so that
+        # only the roi_align call below differs from MultiScaleRoIAlign.forward
+        feats = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
-            self._setup(feats, image_shapes)
-        rois = torch.cat(
-            [
-                torch.cat([b.new_full((b.shape[0], 1), float(i)), b], dim=1)
-                for i, b in enumerate(boxes)
-            ]
-        )
+            self.scales, self.map_levels = _setup_scales(
+                feats, image_shapes, self.canonical_scale, self.canonical_level
+            )
+        rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(self.output_size))
         for level, (feat, scale) in enumerate(zip(feats, self.scales)):
