@@ -34,9 +34,8 @@ Post-processing rule (:class:`PoseResidualNetwork`.forward), per image with ``R`
    and the peak probability (the *PRN confidence*);
 3. the decoded point is snapped to the nearest source keypoint of the same type inside the enlarged
    box (or the box's own keypoint) within ``MODEL.PRN.SNAP_RADIUS`` cells (default: any
-   distance), so
-   the output is as precise as the keypoint head and the PRN only chooses *which* keypoint;
-   without a candidate the peak cell's centre is kept;
+   distance), so the output is as precise as the keypoint head and the PRN only chooses *which*
+   keypoint; without a candidate the peak cell's centre is kept;
 4. where the PRN confidence is < ``MODEL.PRN.MIN_CONFIDENCE`` the keypoint head's keypoint is kept
    unchanged (an untrained PRN, whose output is near-uniform, changes nothing);
 5. ``pred_keypoints[..., 2]`` (the score) stays the keypoint head's score for that box and
