@@ -37,7 +37,7 @@ import torch
 
 from multitask.modeling.postprocessing.activity import (
     KEEP_ASPECT,
-    activity_feature_dim,
+    ActivityClassifier,
     classification_metrics,
     keypoints_to_activity_features,
     present_keypoint_mask,
@@ -366,16 +366,22 @@ def main(argv=None):
         args.seed + 1000,
         epochs=final_epochs,
     )
-    layout = {
-        "feature": "xy_in_box_interleaved",
-        "num_keypoints": 17,
-        "use_visibility": not args.no_visibility,
-        "geometry": args.geometry,
-        "keep_aspect": not args.no_keep_aspect,
-        "score_thresh": args.score_thresh,
-        "keypoint_mask": [float(v) for v in keypoint_mask.tolist()],
-        "in_dim": activity_feature_dim(17, not args.no_visibility, args.geometry),
-    }
+    # the file's input layout is the one the post-processor reads back: ask a classifier built
+    # with these settings rather than write the dict twice
+    classifier = ActivityClassifier(
+        classes=args.classes,
+        hidden_dims=args.hidden_dims,
+        dropout=args.dropout,
+        use_visibility=not args.no_visibility,
+        geometry=args.geometry,
+        score_thresh=args.score_thresh,
+        keep_aspect=not args.no_keep_aspect,
+        load_weights=False,
+    )
+    classifier.keypoint_mask.copy_(torch.as_tensor(keypoint_mask, dtype=torch.float32))
+    layout = classifier.input_layout()
+    if layout["in_dim"] != final.in_dim:
+        raise RuntimeError(f"features have {final.in_dim} values, the layout {layout['in_dim']}")
     wpath = os.path.join(args.output_dir, "activity_classifier.pth")
     save_activity_weights(
         wpath, final.cpu(), args.classes, layout, args.hidden_dims, args.dropout, cv_mean=mean
