@@ -13,7 +13,7 @@ import os
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -202,13 +202,21 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
+    def build_evaluator(
+        cls,
+        cfg,
+        dataset_name: str,
+        output_folder: Optional[str] = None,
+        tasks: Optional[Sequence[str]] = None,
+    ):
+        """COCO evaluator of ``dataset_name``; ``tasks`` defaults to those the model has (bbox,
+        segm with ``MASK_ON``, keypoints with ``KEYPOINT_ON``)."""
         from ..evaluation import COCOEvaluator
 
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOEvaluator(
             dataset_name,
-            tasks=_tasks(cfg),
+            tasks=_tasks(cfg) if tasks is None else tasks,
             distributed=True,
             output_dir=output_folder,
             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
