@@ -25,6 +25,7 @@ from collections import OrderedDict
 
 from multitask.data import DatasetCatalog, build_detection_test_loader
 from multitask.engine import MultiTaskCheckpointer, Trainer, default_setup, setup_cfg
+from multitask.engine.trainer import evaluation_tasks
 from multitask.evaluation import GivenBoxes, inference_on_dataset, print_csv_format
 from multitask.modeling import build_model
 
@@ -44,17 +45,15 @@ def main(argv=None) -> "OrderedDict[str, dict]":
     cfg = setup_cfg(args, freeze=False)
     cfg.OUTPUT_DIR = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "gt_boxes")
     cfg.freeze()
-    logger = default_setup(cfg, args)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("MODEL.WEIGHTS is empty: give the checkpoint to evaluate")
     if not cfg.DATASETS.TEST:
         raise SystemExit("DATASETS.TEST is empty: nothing to evaluate")
+    logger = default_setup(cfg, args)
     model = build_model(cfg)
     MultiTaskCheckpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
     # boxes are given, so box AP would only score the ground truth against itself
-    tasks = [
-        t for t, on in (("segm", cfg.MODEL.MASK_ON), ("keypoints", cfg.MODEL.KEYPOINT_ON)) if on
-    ]
+    tasks = [t for t in evaluation_tasks(cfg) if t != "bbox"]
     results = OrderedDict()
     for name in cfg.DATASETS.TEST:
         out = os.path.join(cfg.OUTPUT_DIR, "inference", name)

@@ -216,7 +216,7 @@ class Trainer:
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOEvaluator(
             dataset_name,
-            tasks=_tasks(cfg) if tasks is None else tasks,
+            tasks=evaluation_tasks(cfg) if tasks is None else tasks,
             distributed=True,
             output_dir=output_folder,
             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
@@ -359,7 +359,9 @@ def fit_activity_on_train_gt(cfg, model) -> Dict:
     return stats
 
 
-def _tasks(cfg) -> List[str]:
+def evaluation_tasks(cfg) -> List[str]:
+    """The COCO tasks a model built from ``cfg`` is evaluated on: bbox, then segm with
+    ``MODEL.MASK_ON`` and keypoints with ``MODEL.KEYPOINT_ON``."""
     tasks = ["bbox"]
     if cfg.MODEL.MASK_ON:
         tasks.append("segm")

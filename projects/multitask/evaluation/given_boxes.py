@@ -63,7 +63,7 @@ class GivenBoxes(nn.Module):
             h, w = (int(s) for s in x["image"].shape[-2:])
             sx, sy = w / float(x.get("width", w)), h / float(x.get("height", h))
             inst = Instances((h, w))
+            # no scores: the model gives given boxes score 1
             inst.pred_boxes = self.boxes[image_id] * torch.tensor([sx, sy, sx, sy])
-            inst.scores = torch.ones(len(inst.pred_boxes))
             detected.append(inst)
         return self.model.inference(batched_inputs, detected_instances=detected)
