@@ -29,7 +29,7 @@ chunk by chunk (nothing big is saved for backward), uses two GEMMs for the weigh
 gradients, the per-sample-weight backward of ``embedding_bag`` for the gradients of the
 bilinear weights (mapped to offset and mask gradients analytically) and a sort followed by an
 ``embedding_bag`` over the column gradients -- a transposed gather, no ``index_add_`` -- for
-the input gradient. Double backward is not supported.
+the input gradient (both in :mod:`.row_gather`). Double backward is not supported.
 
 ``deform_conv2d_auto`` picks this implementation for CPU tensors and torchvision's kernel
 otherwise; ``set_fast_cpu_deform_conv(False)`` or ``MULTITASK_FAST_DEFORM=0`` turns the fast
@@ -40,9 +40,10 @@ import os
 from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d as _tv_deform_conv2d
+
+from .row_gather import env_switch, gather_rows, scatter_rows
 
 __all__ = ["deform_conv2d_fast", "deform_conv2d_auto", "set_fast_cpu_deform_conv",
            "fast_cpu_deform_conv_enabled"]
@@ -58,8 +59,7 @@ _MIN_CHUNK_PIXELS = 1024
 
 def _enabled_from_env(environ: Mapping[str, str]) -> bool:
     """``MULTITASK_FAST_DEFORM`` = 0 / false / off / no disables the fast path (default on)."""
-    value = environ.get("MULTITASK_FAST_DEFORM", "1").strip().lower()
-    return value not in ("0", "false", "off", "no")
+    return env_switch(environ, "MULTITASK_FAST_DEFORM")
 
 
 _fast_enabled = _enabled_from_env(os.environ)
@@ -243,8 +243,7 @@ class _Geometry:
     def gather(self, table: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor) -> torch.Tensor:
         """im2col rows: table (Hp * Wp * Gp, Cs), idx / wts of :meth:`sampling`
         -> (pixels, K * C)."""
-        cols = F.embedding_bag(idx, table, per_sample_weights=wts, mode="sum")
-        return cols.view(-1, self.L)
+        return gather_rows(table, idx, wts).view(-1, self.L)
 
     def gemm(self, wm: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """(Gw, O/Gw, L/Gw) x (Pc, L) -> (O, Pc)."""
@@ -295,31 +294,6 @@ def _forward(g: _Geometry, input, offset, mask, weight, bias) -> torch.Tensor:
     # Return a tensor that is not a view: a view made inside an autograd.Function may not be
     # modified in place, and the layers after a conv do that (ReLU(inplace=True)).
     return out if out._base is None else out.clone()
-
-
-def _scatter_rows(dst: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor,
-                  src: torch.Tensor) -> None:
-    """``dst[idx[b, j]] += wts[b, j] * src[b]`` for all b, j (transposed bilinear gather).
-
-    Args:
-        dst: (T, Cs) accumulated in place.
-        idx: (B, 4) int64 rows of ``dst``.
-        wts: (B, 4) weights.
-        src: (B, Cs) rows.
-
-    Sorting the samples by destination row turns the scatter-add into a gather
-    (``embedding_bag`` with one bag per destination row) over the touched row range.
-    """
-    flat = idx.reshape(-1)
-    if dst.shape[0] < 2 ** 31:
-        flat = flat.to(torch.int32)  # sorts ~1.7x faster than int64
-    rows, order = flat.sort()
-    lo, hi = int(rows[0]), int(rows[-1]) + 1
-    offsets = order.new_zeros(hi - lo + 1)
-    torch.cumsum(torch.bincount(flat - lo, minlength=hi - lo), 0, out=offsets[1:])
-    part = F.embedding_bag(order >> 2, src, offsets, per_sample_weights=wts.reshape(-1)[order],
-                           mode="sum", include_last_offset=True)
-    dst[lo:hi] += part
 
 
 class _DeformConv2dFn(torch.autograd.Function):
@@ -376,7 +350,7 @@ class _DeformConv2dFn(torch.autograd.Function):
                     grad_wts[bags] = torch.ops.aten._embedding_bag_per_sample_weights_backward(
                         grad_cols, tab, idx_c.reshape(-1), offsets, bag_of, 0, -1).view(-1, 4)
                 if need_in:
-                    _scatter_rows(grad_table[n], idx_c, wts_c, grad_cols)
+                    scatter_rows(grad_table[n], idx_c, wts_c, grad_cols)
             if need_geo:
                 go_n, gm_n = g.sampling_backward(aux, grad_wts, need_off, need_mask)
                 if need_off:
