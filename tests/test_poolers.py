@@ -1,4 +1,5 @@
-"""ROI poolers: ROIAlignV2 samples the features under the box, ROIAlign half a stride off."""
+"""ROI poolers: ROIAlignV2 samples the features under the box, ROIAlign half a stride off;
+both pick torchvision's levels, and ROIAlign pools exactly what torchvision's pooler pools."""
 
 from collections import OrderedDict
 
@@ -8,7 +9,7 @@ from tiny_model import TINY_MODEL
 from torchvision.ops import MultiScaleRoIAlign
 
 from multitask import build_model, get_cfg
-from multitask.modeling.roi_heads.poolers import AlignedMultiScaleRoIAlign, build_pooler
+from multitask.modeling.roi_heads.poolers import FPNRoIAlign, build_pooler
 
 IMAGE = 1024
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
@@ -40,8 +41,7 @@ def test_pooled_position_per_level(pooler_type):
         assert pooled == pytest.approx(centre + shift, abs=1e-3), (name, pooled, centre)
 
 
-def test_aligned_pooler_matches_torchvision_levels_and_batches():
-    """Same level assignment and per-image batching as torchvision's pooler; several boxes."""
+def _feats_and_boxes():
     g = torch.Generator().manual_seed(0)
     feats = OrderedDict(
         (n, torch.randn(2, 3, IMAGE // s, IMAGE // s, generator=g)) for n, s in STRIDES.items()
@@ -52,7 +52,31 @@ def test_aligned_pooler_matches_torchvision_levels_and_batches():
         for _ in range(2)
     ]
     boxes[1] = boxes[1][:3] + 7.0
-    ours = AlignedMultiScaleRoIAlign(list(STRIDES), 7, 2)
+    return feats, boxes
+
+
+def test_unaligned_pooler_is_torchvisions():
+    """With aligned=False the pooler (and its fast CPU roi_align) reproduces torchvision's
+    MultiScaleRoIAlign, values and feature gradients."""
+    feats, boxes = _feats_and_boxes()
+    grads = []
+    outs = []
+    for pooler in (FPNRoIAlign(list(STRIDES), 7, 2, aligned=False),
+                   MultiScaleRoIAlign(list(STRIDES), 7, 2)):
+        fs = OrderedDict((n, f.clone().requires_grad_()) for n, f in feats.items())
+        out = pooler(fs, boxes, [(IMAGE, IMAGE)] * 2)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        outs.append(out)
+        grads.append([f.grad for f in fs.values()])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_aligned_pooler_matches_torchvision_levels_and_batches():
+    """Same level assignment and per-image batching as torchvision's pooler; several boxes."""
+    feats, boxes = _feats_and_boxes()
+    ours = FPNRoIAlign(list(STRIDES), 7, 2)
     theirs = MultiScaleRoIAlign(list(STRIDES), 7, 2)
     a = ours(feats, boxes, [(IMAGE, IMAGE)] * 2)
     b = theirs(feats, boxes, [(IMAGE, IMAGE)] * 2)
@@ -74,11 +98,9 @@ def test_pooler_type_config_key():
             cfg.merge_from_list([f"MODEL.{head}.POOLER_TYPE", pooler_type])
         return build_model(cfg).roi_heads
 
-    heads = build("ROIAlignV2")
-    for p in (heads.box_roi_pool, heads.mask_pooler, heads.keypoint_pooler):
-        assert isinstance(p, AlignedMultiScaleRoIAlign)
-    heads = build("ROIAlign")
-    for p in (heads.box_roi_pool, heads.mask_pooler, heads.keypoint_pooler):
-        assert type(p) is MultiScaleRoIAlign
+    for pooler_type, aligned in (("ROIAlignV2", True), ("ROIAlign", False)):
+        heads = build(pooler_type)
+        for p in (heads.box_roi_pool, heads.mask_pooler, heads.keypoint_pooler):
+            assert isinstance(p, FPNRoIAlign) and p.aligned is aligned
     with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD.POOLER_TYPE.*ROIAlignV3"):
         build("ROIAlignV3")
