@@ -1,6 +1,7 @@
 """Keypoint heatmaps: offset refinement, encode/decode round trip, losses, and the head."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from multitask import get_cfg
 from multitask.modeling.roi_heads import (
@@ -15,6 +16,7 @@ from multitask.modeling.roi_heads import (
     keypoints_to_heatmap_coords,
     refine_heatmaps,
 )
+from multitask.modeling.roi_heads.keypoint_head import upsample_bilinear
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -392,3 +394,18 @@ def test_gaussian_mse_head_starts_near_zero():
         losses[loss_type] = float(keypoint_gaussian_mse_loss(heatmaps.detach(), target, valid))
     assert losses["gaussian_mse"] < 10.0
     assert losses["softmax_ce"] > 10 * losses["gaussian_mse"]
+
+
+@pytest.mark.parametrize("shape,scale", [((3, 51, 28, 28), 2), ((2, 5, 7, 9), 4)])
+def test_channels_last_upsample_is_interpolate(shape, scale):
+    """The keypoint head's CPU upsampling gives F.interpolate's values and input gradient."""
+    x = torch.randn(shape, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = F.interpolate(a, scale_factor=scale, mode="bilinear", align_corners=False)
+    out = upsample_bilinear(b, scale)
+    grad = torch.linspace(-1, 1, ref.numel(), dtype=ref.dtype).view_as(ref)
+    ref.backward(grad)
+    out.backward(grad)
+    assert out.is_contiguous() and b.grad.is_contiguous()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(b.grad, a.grad)
