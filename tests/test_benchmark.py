@@ -107,3 +107,9 @@ def test_json_numbers(tiny_run):
     for r in rows:
         for key in ("dense_ms", "torchvision_ms", "fast_ms", "torchvision_ratio", "fast_ratio"):
             assert _positive(r[key]), (key, r)
+    roi_rows = data["ops"]["roi_align"]
+    assert {r["pass"] for r in roi_rows} == {"fwd", "fwd+bwd"}
+    for r in roi_rows:
+        assert _positive(r["torchvision"]["median_ms"]) and _positive(r["ours"]["median_ms"]), r
+        assert _positive(r["torchvision_over_ours"]), r
+    assert "torchvision / ours" in proc.stdout
