@@ -232,6 +232,19 @@ def test_ensure_synthetic_dataset(tmp_path, monkeypatch):
     with open(json_file) as f:
         js = json.load(f)
     assert js["info"]["num_images"] == 3 and len(js["images"]) == 3
+    assert js["info"]["min_keypoint_area"] == synthetic.DEFAULT_MIN_KEYPOINT_AREA
+    # a json from before min_keypoint_area was recorded counts as the default: kept
+    del js["info"]["min_keypoint_area"]
+    with open(json_file, "w") as f:
+        json.dump(js, f)
+    mtime = os.stat(json_file).st_mtime_ns
+    ensure_synthetic_dataset(str(tmp_path), "val")
+    assert os.stat(json_file).st_mtime_ns == mtime
+    # a split made with another keypoint-area threshold is regenerated
+    monkeypatch.setitem(synthetic.SPLITS, "val", dict(num_images=3, seed=1, min_keypoint_area=0))
+    ensure_synthetic_dataset(str(tmp_path), "val")
+    with open(json_file) as f:
+        assert json.load(f)["info"]["min_keypoint_area"] == 0
     with pytest.raises(ValueError):
         ensure_synthetic_dataset(str(tmp_path), "test")
 

@@ -108,6 +108,8 @@ SKELETON = [
 ACTIVITY_CLASSES = ["walking", "running", "sitting", "standing"]
 
 DEFAULT_IMAGE_SIZE = (256, 320)  # (H, W)
+# COCO labels keypoints of medium and large people only
+DEFAULT_MIN_KEYPOINT_AREA = 32 * 32
 # Fixed defaults per split used by ensure_synthetic_dataset. At ~12 ms per image on one CPU core,
 # train (~1220 people) generates in ~6 s and val (~250 people) in ~1 s.
 SPLITS = {
@@ -807,7 +809,8 @@ def _categories():
 def generate_synthetic_people(out_dir, num_images, seed, image_size=DEFAULT_IMAGE_SIZE,
                               min_people=1, max_people=4, min_person_height=30.0,
                               max_person_height_frac=0.9, min_visible_area=10,
-                              min_keypoint_area=32 * 32, jpeg_quality=92, show_progress=None):
+                              min_keypoint_area=DEFAULT_MIN_KEYPOINT_AREA, jpeg_quality=92,
+                              show_progress=None):
     """Generate ``num_images`` images into ``out_dir/images/{i:06d}.jpg`` and the COCO json
     ``out_dir/annotations.json`` (written last, atomically). Deterministic in ``seed``.
 
@@ -875,7 +878,8 @@ def generate_synthetic_people(out_dir, num_images, seed, image_size=DEFAULT_IMAG
             ann_id += 1
     dataset = {
         "info": {"description": "multitask synthetic crowded people", "version": GENERATOR_VERSION,
-                 "seed": int(seed), "num_images": int(num_images)},
+                 "seed": int(seed), "num_images": int(num_images),
+                 "min_keypoint_area": int(min_keypoint_area)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -892,7 +896,8 @@ def ensure_synthetic_dataset(root, split):
     """Return ``(json_file, image_root)`` of the synthetic split under
     ``root/synthetic_people/<split>/``, generating it with :data:`SPLITS` defaults if its json is
     absent (the json is written last, so an interrupted generation is redone) or was written by
-    another generator version or with another seed or number of images."""
+    another generator version or with another seed, number of images or ``min_keypoint_area``
+    (a json without that field counts as the default's)."""
     if split not in SPLITS:
         raise ValueError(f"unknown synthetic split {split!r}; expected one of {sorted(SPLITS)}")
     out_dir = os.path.join(root, DATASET_DIRNAME, split)
@@ -901,7 +906,8 @@ def ensure_synthetic_dataset(root, split):
     spec = SPLITS[split]
     info = _generated_info(json_file)
     wanted = {"version": GENERATOR_VERSION, "seed": int(spec["seed"]),
-              "num_images": int(spec["num_images"])}
+              "num_images": int(spec["num_images"]),
+              "min_keypoint_area": int(spec.get("min_keypoint_area", DEFAULT_MIN_KEYPOINT_AREA))}
     if info is None:
         logger.info("Synthetic people split %r not found at %s; generating it", split, out_dir)
         generate_synthetic_people(out_dir, **spec)
@@ -923,4 +929,6 @@ def _generated_info(json_file):
     with open(json_file) as f:
         info = dict(json.load(f).get("info", {}))
     info["version"] = str(info.get("version", "unknown"))
+    # files written before the threshold was recorded used the default
+    info.setdefault("min_keypoint_area", DEFAULT_MIN_KEYPOINT_AREA)
     return info
