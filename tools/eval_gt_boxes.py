@@ -12,6 +12,9 @@ get a good mask or pose. Writes ``log.txt``, ``config.yaml`` and
 ``inference/<dataset>/coco_instances_results.json`` (which ``tools/keypoint_error.py --results``
 reads) under ``--output-dir`` (default ``<OUTPUT_DIR>/gt_boxes``).
 
+``--num-gpus N`` shards the images over N processes like ``train_net.py --eval-only --num-gpus
+N`` (N CPU processes on a machine without GPUs); it also runs under ``torchrun``.
+
 Example (after the quickstart)::
 
     python tools/eval_gt_boxes.py \\
@@ -24,7 +27,8 @@ import os
 from collections import OrderedDict
 
 from multitask.data import DatasetCatalog, build_detection_test_loader
-from multitask.engine import MultiTaskCheckpointer, Trainer, default_setup, setup_cfg
+from multitask.engine import MultiTaskCheckpointer, Trainer, default_setup, launch, setup_cfg
+from multitask.engine.launch import launched_by_torchrun
 from multitask.engine.trainer import evaluation_tasks
 from multitask.evaluation import GivenBoxes, inference_on_dataset, print_csv_format
 from multitask.modeling import build_model
@@ -34,14 +38,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
     parser.add_argument("--output-dir", help="default: <OUTPUT_DIR>/gt_boxes")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes (default 1)")
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS model.pth"
     )
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> "OrderedDict[str, dict]":
-    args = parse_args(argv)
+def _cfg(args):
     cfg = setup_cfg(args, freeze=False)
     cfg.OUTPUT_DIR = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "gt_boxes")
     cfg.freeze()
@@ -49,6 +53,13 @@ def main(argv=None) -> "OrderedDict[str, dict]":
         raise SystemExit("MODEL.WEIGHTS is empty: give the checkpoint to evaluate")
     if not cfg.DATASETS.TEST:
         raise SystemExit("DATASETS.TEST is empty: nothing to evaluate")
+    return cfg
+
+
+def evaluate(args) -> "OrderedDict[str, dict]":
+    """The evaluation in one process of the (possibly distributed) run; the main process
+    returns ``{dataset: {task: metrics}}``."""
+    cfg = _cfg(args)
     logger = default_setup(cfg, args)
     model = build_model(cfg)
     MultiTaskCheckpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
@@ -64,6 +75,19 @@ def main(argv=None) -> "OrderedDict[str, dict]":
         logger.info("Evaluation on the ground-truth boxes of %s in csv format:", name)
         print_csv_format(results[name])
     return results
+
+
+def main(argv=None) -> "OrderedDict[str, dict] | None":
+    """Returns the results in a single process; with ``--num-gpus N > 1`` or under ``torchrun``
+    they are logged (and written) by the main process, and None is returned."""
+    args = parse_args(argv)
+    if args.num_gpus < 1:
+        raise SystemExit(f"--num-gpus must be >= 1, got {args.num_gpus}")
+    _cfg(args)  # refuse a bad command before any process starts
+    if args.num_gpus == 1 and not launched_by_torchrun():
+        return evaluate(args)
+    launch(evaluate, args.num_gpus, dist_url="auto", args=(args,))
+    return None
 
 
 if __name__ == "__main__":
