@@ -58,6 +58,13 @@ def test_box_list_and_empty_inputs():
         roi_align_fast(feat, rois, 7, scale, 0, True)
     with pytest.raises(ValueError, match=r"\(K, 5\)"):
         roi_align_fast(feat, rois[:, :4], 7, scale, 2, True)
+    bad = rois.clone()
+    bad[0, 0] = feat.shape[0]
+    with pytest.raises(ValueError, match="batch indices"):
+        roi_align_fast(feat, bad, 7, scale, 2, True)
+    # boxes in another float dtype than the features are cast, as torchvision requires one dtype
+    torch.testing.assert_close(roi_align_fast(feat, rois.double(), 7, scale, 2, True),
+                               roi_align(feat, rois, 7, scale, 2, True))
 
 
 def test_auto_dispatch(monkeypatch):

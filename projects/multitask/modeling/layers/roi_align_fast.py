@@ -28,7 +28,6 @@ from typing import List, Tuple, Union
 import torch
 from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_align as _tv_roi_align
-from torchvision.ops._utils import convert_boxes_to_roi_format
 
 from .row_gather import env_switch, gather_rows, scatter_rows
 
@@ -87,7 +86,7 @@ def _sampling(rois: torch.Tensor, shape: torch.Size, out_hw: Tuple[int, int],
     idx / wts (R * PH * PW, (2 * sampling_ratio) ** 2)."""
     N, _, H, W = shape
     ph, pw = out_hw
-    coords = rois[:, 1:].to(torch.float32 if rois.dtype != torch.float64 else torch.float64)
+    coords = rois[:, 1:]
     offset = 0.5 if aligned else 0.0
     x0 = coords[:, 0] * spatial_scale - offset
     y0 = coords[:, 1] * spatial_scale - offset
@@ -98,7 +97,7 @@ def _sampling(rois: torch.Tensor, shape: torch.Size, out_hw: Tuple[int, int],
         h = h.clamp(min=1.0)
     iy, wy = _axis_samples(y0, h, ph, sampling_ratio, H)
     ix, wx = _axis_samples(x0, w, pw, sampling_ratio, W)
-    image = rois[:, 0].long().clamp(0, N - 1).view(-1, 1, 1, 1, 1)
+    image = rois[:, 0].long().view(-1, 1, 1, 1, 1)
     # (R, PH, PW, 2g, 2g): pixel (image, y, x) is table row (image * H + y) * W + x
     idx = (image * H + iy[:, :, None, :, None]) * W + ix[:, None, :, None, :]
     wts = wy[:, :, None, :, None] * wx[:, None, :, None, :]
@@ -165,14 +164,22 @@ def roi_align_fast(
         raise ValueError(f"roi_align_fast needs a positive sampling_ratio, got {sampling_ratio}")
     if input.dim() != 4:
         raise ValueError(f"roi_align_fast: input must be (N, C, H, W), got {tuple(input.shape)}")
-    rois = boxes if isinstance(boxes, torch.Tensor) else convert_boxes_to_roi_format(boxes)
+    if isinstance(boxes, torch.Tensor):
+        rois = boxes
+    else:  # per-image (K_i, 4) boxes -> (K, 5) with the image index first
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1)
+                          for i, b in enumerate(boxes)]) if len(boxes) else input.new_zeros(0, 5)
     if rois.dim() != 2 or rois.shape[1] != 5:
         raise ValueError(f"roi_align_fast: boxes must be (K, 5), got {tuple(rois.shape)}")
+    rois = rois.detach().to(input.dtype)
+    if rois.shape[0] and not 0 <= int(rois[:, 0].min()) <= int(rois[:, 0].max()) < input.shape[0]:
+        raise ValueError(f"roi_align_fast: batch indices must be in [0, {input.shape[0]}), got "
+                         f"{int(rois[:, 0].min())}..{int(rois[:, 0].max())}")
     out_hw = _out_hw(output_size)
     if rois.shape[0] == 0 or input.numel() == 0:
         return input.new_zeros((rois.shape[0], input.shape[1]) + out_hw)
     with torch.autocast(input.device.type, enabled=False):
-        return _RoIAlignFn.apply(input, rois.detach(), out_hw, float(spatial_scale),
+        return _RoIAlignFn.apply(input, rois, out_hw, float(spatial_scale),
                                  int(sampling_ratio), bool(aligned))
 
 
