@@ -102,12 +102,19 @@ def _tool():
     return tool
 
 
-def test_eval_gt_boxes_tool_scores_masks_and_keypoints_on_the_ground_truth(dataset, tmp_path):
+def _saved_model(dataset, tmp_path):
+    """A tiny random model saved as ``tmp_path/model.pth`` and its config as
+    ``tmp_path/config.yaml`` (returned)."""
     cfg = _cfg(dataset)
     torch.manual_seed(0)
     MultiTaskCheckpointer(build_model(cfg), str(tmp_path)).save("model")
     config = tmp_path / "config.yaml"
     config.write_text(cfg.dump())
+    return config
+
+
+def test_eval_gt_boxes_tool_scores_masks_and_keypoints_on_the_ground_truth(dataset, tmp_path):
+    config = _saved_model(dataset, tmp_path)
     out = tmp_path / "gt_eval"
     tool = _tool()
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty"):
@@ -137,11 +144,7 @@ def test_eval_gt_boxes_tool_scores_masks_and_keypoints_on_the_ground_truth(datas
 
 def test_eval_gt_boxes_tool_on_two_processes(dataset, tmp_path):
     """--num-gpus 2 (two gloo CPU processes here) scores the same predictions as one."""
-    cfg = _cfg(dataset)
-    torch.manual_seed(0)
-    MultiTaskCheckpointer(build_model(cfg), str(tmp_path)).save("model")
-    config = tmp_path / "config.yaml"
-    config.write_text(cfg.dump())
+    config = _saved_model(dataset, tmp_path)
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"gt_eval{n}"

@@ -56,10 +56,11 @@ def _cfg(args):
     return cfg
 
 
-def evaluate(args) -> "OrderedDict[str, dict]":
+def evaluate(args, cfg=None) -> "OrderedDict[str, dict]":
     """The evaluation in one process of the (possibly distributed) run; the main process
-    returns ``{dataset: {task: metrics}}``."""
-    cfg = _cfg(args)
+    returns ``{dataset: {task: metrics}}``. Launched processes build ``cfg`` themselves (that
+    also registers ``DATASETS.REGISTER`` in them)."""
+    cfg = cfg if cfg is not None else _cfg(args)
     logger = default_setup(cfg, args)
     model = build_model(cfg)
     MultiTaskCheckpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
@@ -83,9 +84,9 @@ def main(argv=None) -> "OrderedDict[str, dict] | None":
     args = parse_args(argv)
     if args.num_gpus < 1:
         raise SystemExit(f"--num-gpus must be >= 1, got {args.num_gpus}")
-    _cfg(args)  # refuse a bad command before any process starts
+    cfg = _cfg(args)  # refuses a bad command before any process starts
     if args.num_gpus == 1 and not launched_by_torchrun():
-        return evaluate(args)
+        return evaluate(args, cfg)
     launch(evaluate, args.num_gpus, dist_url="auto", args=(args,))
     return None
 

@@ -109,13 +109,12 @@ class _RoIAlignFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, rois, out_hw, spatial_scale, sampling_ratio, aligned):
         N, C, H, W = input.shape
+        # rois are in the input's dtype (roi_align_fast casts them), so are the weights
         idx, wts = _sampling(rois, input.shape, out_hw, spatial_scale, sampling_ratio, aligned)
-        wts = wts.to(input.dtype)
         table = input.permute(0, 2, 3, 1).reshape(N * H * W, C)
         out = gather_rows(table, idx, wts)
         ctx.save_for_backward(idx, wts)
         ctx.input_shape = input.shape
-        ctx.out_hw = out_hw
         return out.view(rois.shape[0], out_hw[0], out_hw[1], C).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
