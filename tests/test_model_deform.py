@@ -61,12 +61,14 @@ def test_fresh_deform_conv_equals_conv2d(case):
     _check_equals_plain_conv(case, "cpu")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_fresh_deform_conv_equals_conv2d_cuda(case):
     _check_equals_plain_conv(case, "cuda")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_deform_conv_cpu_equals_cuda_with_offsets():
     torch.manual_seed(0)
