@@ -72,6 +72,13 @@ _C.MODEL.RESNETS.DEFORM_MODULATED = True
 _C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1
 # Channel width of res2's 3x3 convs (64 for ResNet-18..152)
 _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+# Where a stage's first bottleneck block strides: False = in the 3x3 conv (torchvision's ResNets
+# and torchvision's R-CNNs); True = in the first 1x1 conv (the MSRA ResNets of detectron2's model
+# zoo: their weights load either way, but give wrong outputs with False)
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = False
+# eps of the backbone's FrozenBatchNorm2d: 1e-5 as detectron2 and torchvision's ImageNet
+# ResNets; torchvision's COCO R-CNN weights (COCO_V1) were trained and are run with 0.0
+_C.MODEL.RESNETS.FROZEN_BN_EPS = 1e-5
 
 _C.MODEL.FPN = CfgNode()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]

@@ -6,6 +6,7 @@ renaming); this file only swaps the norm layer, replaces the 3x3 conv of chosen 
 returns the stage outputs ``res2..res5``.
 """
 
+import functools
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -29,9 +30,9 @@ _DEPTHS = {
 _STAGE_NAMES = ("res2", "res3", "res4", "res5")  # torchvision: layer1..layer4
 
 
-def _norm_layer(norm: str):
+def _norm_layer(norm: str, frozen_bn_eps: float = 1e-5):
     if norm == "FrozenBN":
-        return FrozenBatchNorm2d
+        return functools.partial(FrozenBatchNorm2d, eps=frozen_bn_eps)
     if norm == "BN":
         return nn.BatchNorm2d
     raise ValueError(f"MODEL.RESNETS.NORM: unknown norm '{norm}' (use 'FrozenBN' or 'BN')")
@@ -50,6 +51,9 @@ class ResNet(nn.Module):
         deform_num_groups: offset groups of the deformable convs.
         width_per_group: inner width of res2's bottleneck 3x3 convs (64 = standard).
         width_mult: scales every stage's width (1.0 = standard, torchvision-compatible).
+        stride_in_1x1: stride a stage's first bottleneck in its 1x1 conv (MSRA / detectron2
+            weights) instead of its 3x3 conv (torchvision).
+        frozen_bn_eps: eps of the FrozenBatchNorm2d layers (``norm="FrozenBN"``).
 
     Input ``(N, 3, H, W)`` normalised image; output strides are 4, 8, 16, 32.
     """
@@ -65,6 +69,8 @@ class ResNet(nn.Module):
         deform_num_groups: int = 1,
         width_per_group: int = 64,
         width_mult: float = 1.0,
+        stride_in_1x1: bool = False,
+        frozen_bn_eps: float = 1e-5,
     ):
         super().__init__()
         if depth not in _DEPTHS:
@@ -77,12 +83,17 @@ class ResNet(nn.Module):
         block, layers = _DEPTHS[depth]
         if block is tv_resnet.BasicBlock and width_per_group != 64:
             raise ValueError("ResNet-18/34 only support MODEL.RESNETS.WIDTH_PER_GROUP = 64")
+        if block is tv_resnet.BasicBlock and stride_in_1x1:
+            raise ValueError("MODEL.RESNETS.STRIDE_IN_1X1 needs bottleneck blocks (ResNet-50+)")
         if width_mult == 1.0:
             trunk = tv_resnet.ResNet(
-                block, layers, width_per_group=width_per_group, norm_layer=_norm_layer(norm)
+                block, layers, width_per_group=width_per_group,
+                norm_layer=_norm_layer(norm, frozen_bn_eps),
             )
         else:
-            trunk = _NarrowResNet(block, layers, width_mult, width_per_group, _norm_layer(norm))
+            trunk = _NarrowResNet(
+                block, layers, width_mult, width_per_group, _norm_layer(norm, frozen_bn_eps)
+            )
         # torchvision's names, without the classifier
         self.conv1, self.bn1, self.relu, self.maxpool = (
             trunk.conv1,
@@ -103,6 +114,10 @@ class ResNet(nn.Module):
             name: base * 2**i * block.expansion for i, name in enumerate(_STAGE_NAMES)
         }
 
+        if stride_in_1x1:
+            for stage in self.stages():
+                first = stage[0]
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, first.conv1.stride
         for stage, deform in zip(self.stages(), deform_on_per_stage):
             if deform:
                 for blk in stage:
@@ -222,6 +237,8 @@ def build_resnet(cfg) -> ResNet:
         deform_num_groups=r.DEFORM_NUM_GROUPS,
         width_per_group=r.WIDTH_PER_GROUP,
         width_mult=r.WIDTH_MULT,
+        stride_in_1x1=r.STRIDE_IN_1X1,
+        frozen_bn_eps=r.FROZEN_BN_EPS,
     )
 
 
