@@ -43,14 +43,14 @@ def test_config_file_merges_and_builds(config_file):
     # what the yaml asks for is what was built
     assert model.mask_on == cfg.MODEL.MASK_ON
     assert model.keypoint_on == cfg.MODEL.KEYPOINT_ON
-    assert hasattr(model.roi_heads, "keypoint_head_") == cfg.MODEL.KEYPOINT_ON
-    assert hasattr(model.roi_heads, "mask_predictor_") == cfg.MODEL.MASK_ON
+    assert model.roi_heads.has_keypoint() == cfg.MODEL.KEYPOINT_ON
+    assert model.roi_heads.has_mask() == cfg.MODEL.MASK_ON
     n_deform_backbone = sum(
         1 for n, _ in model.backbone.named_modules() if n.endswith("conv2.conv_offset")
     )
     assert (n_deform_backbone > 0) == any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)
     if cfg.MODEL.KEYPOINT_ON:
-        head = model.roi_heads.keypoint_head_
+        head = model.roi_heads.keypoint_head
         has_deform_head = any(n.endswith("conv_offset") for n, _ in head.named_modules())
         assert has_deform_head == cfg.MODEL.ROI_KEYPOINT_HEAD.DEFORM_ON
 

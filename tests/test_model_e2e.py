@@ -130,12 +130,13 @@ def test_train_step_full_model():
     for name, conv in offset_convs.items():
         assert _grad_is_useful(conv.weight), name
 
-    head = model.roi_heads.keypoint_head_
-    head_offset_convs = [m.conv_offset for m in head.convs if hasattr(m, "conv_offset")]
+    head = model.roi_heads.keypoint_head
+    head_offset_convs = [m.conv_offset for m in head if hasattr(m, "conv_offset")]
     assert len(head_offset_convs) == 2
     for conv in head_offset_convs:
         assert _grad_is_useful(conv.weight)
-    w = head.score_lowres.weight  # ConvTranspose2d: (in, out, kh, kw); out = K heatmaps + 2K
+    # ConvTranspose2d: (in, out, kh, kw); out = K heatmaps + 2K
+    w = model.roi_heads.keypoint_predictor.kps_score_lowres.weight
     assert w.shape[1] == 3 * K
     assert w.grad is not None and torch.isfinite(w.grad).all()
     assert w.grad[:, K:].abs().sum() > 0, "no gradient reaches the offset channels"
@@ -165,7 +166,7 @@ def test_train_all_keypoints_invisible(loss_type):
     _assert_finite_losses(losses, LOSS_NAMES)
     assert losses["loss_keypoint"] > 0
     losses["loss_keypoint"].backward()
-    assert _grad_is_useful(model.roi_heads.keypoint_head_.score_lowres.weight)
+    assert _grad_is_useful(model.roi_heads.keypoint_predictor.kps_score_lowres.weight)
 
 
 def test_head_norms_build_and_train():
@@ -186,8 +187,8 @@ def test_head_norms_build_and_train():
     fpn = model.backbone.fpn
     for convs, conv in (
         # the keypoint head's first conv is deformable, not an nn.Conv2d
-        (heads.keypoint_head_.convs, heads.keypoint_head_.convs[0]),
-        (heads.mask_convs, first_conv(heads.mask_convs)),
+        (heads.keypoint_head, heads.keypoint_head[0]),
+        (heads.mask_head, first_conv(heads.mask_head)),
         (heads.box_head, first_conv(heads.box_head)),
         (fpn.inner_blocks, first_conv(fpn.inner_blocks)),
         (fpn.layer_blocks, first_conv(fpn.layer_blocks)),
@@ -205,7 +206,7 @@ def test_head_norms_build_and_train():
     losses = model(_batch())
     _assert_finite_losses(losses, LOSS_NAMES)
     sum(losses.values()).backward()
-    assert _grad_is_useful(heads.keypoint_head_.convs[1].weight)  # the first GroupNorm
+    assert _grad_is_useful(heads.keypoint_head[1].weight)  # the first GroupNorm
     box_gn = next(m for m in heads.box_head.modules() if isinstance(m, torch.nn.GroupNorm))
     assert _grad_is_useful(box_gn.weight)
     assert _grad_is_useful(fpn.layer_blocks[0][1].weight)  # the GroupNorm after the p2 conv
@@ -232,7 +233,7 @@ def test_canonical_box_size_picks_fpn_levels(canonical, levels):
         model([{"image": _image(0)}])  # the poolers infer their scales on the first call
     boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0], [0.0, 0.0, 60.0, 60.0], [0.0, 0.0, 120.0, 120.0]])
     heads = model.roi_heads
-    for pooler in (heads.box_roi_pool, heads.mask_pooler, heads.keypoint_pooler):
+    for pooler in (heads.box_roi_pool, heads.mask_roi_pool, heads.keypoint_roi_pool):
         assert (pooler.map_levels([boxes]) + 2).tolist() == levels  # p2 is level index 0
 
 
@@ -267,8 +268,8 @@ def test_train_batch_without_people():
 def test_task_switches(off):
     model = _build([off, False])
     roi = model.roi_heads
-    assert hasattr(roi, "mask_predictor_") == (off != "MODEL.MASK_ON")
-    assert hasattr(roi, "keypoint_head_") == (off != "MODEL.KEYPOINT_ON")
+    assert roi.has_mask() == (off != "MODEL.MASK_ON")
+    assert roi.has_keypoint() == (off != "MODEL.KEYPOINT_ON")
     missing = "loss_mask" if off == "MODEL.MASK_ON" else "loss_keypoint"
     model.train()
     torch.manual_seed(0)

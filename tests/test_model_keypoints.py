@@ -352,7 +352,7 @@ def test_keypoint_head_shapes_and_zero_initial_offsets(deform_on):
     assert out["offsets"].abs().max() == 0  # training starts from the plain heatmap
     torch.testing.assert_close(out["heatmaps"], out["raw_heatmaps"], rtol=1e-5, atol=1e-5)
     out["heatmaps"].sum().backward()
-    g = head.score_lowres.weight.grad
+    g = head.predictor.kps_score_lowres.weight.grad
     assert torch.isfinite(g).all() and g[:, 5:].abs().sum() > 0
 
 
@@ -370,7 +370,7 @@ def test_keypoint_head_from_config():
     out = head(torch.randn(2, 4, 7, 7))
     assert set(out) == {"heatmaps"}
     assert out["heatmaps"].shape == (2, 17, 28, 28)
-    assert head.score_lowres.out_channels == 17
+    assert head.predictor.kps_score_lowres.out_channels == 17
 
 
 def test_gaussian_mse_head_starts_near_zero():

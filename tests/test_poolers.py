@@ -100,7 +100,7 @@ def test_pooler_type_config_key():
 
     for pooler_type, aligned in (("ROIAlignV2", True), ("ROIAlign", False)):
         heads = build(pooler_type)
-        for p in (heads.box_roi_pool, heads.mask_pooler, heads.keypoint_pooler):
+        for p in (heads.box_roi_pool, heads.mask_roi_pool, heads.keypoint_roi_pool):
             assert isinstance(p, FPNRoIAlign) and p.aligned is aligned
     with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD.POOLER_TYPE.*ROIAlignV3"):
         build("ROIAlignV3")

@@ -85,6 +85,8 @@ class MultiTaskRCNN(nn.Module):
         self.rpn_loss_weight = cfg.MODEL.RPN.LOSS_WEIGHT
         self.mask_on = cfg.MODEL.MASK_ON
         self.keypoint_on = cfg.MODEL.KEYPOINT_ON
+        # colour order of the input images; the checkpointer converts weights trained on the other
+        self.input_format = cfg.INPUT.FORMAT
         self.register_buffer(
             "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(-1, 1, 1), persistent=False
         )

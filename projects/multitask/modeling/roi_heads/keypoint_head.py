@@ -16,22 +16,75 @@ ROI_KEYPOINT_HEAD_REGISTRY.__doc__ = """
 Registry for keypoint heads. A registered class is built as ``cls(**cls.from_config(cfg, C))``
 (or ``cls(cfg, C)`` without ``from_config``), ``C`` the ROI feature channels, and maps
 pooled ROI features ``(R, C, P, P)`` to a dict with ``"heatmaps"`` ``(R, K, S, S)`` (the maps that
-are supervised and decoded) and optionally ``"raw_heatmaps"`` and ``"offsets"``.
+are supervised and decoded) and optionally ``"raw_heatmaps"`` and ``"offsets"``. A head with
+children ``body`` and ``predictor`` (``forward(x) == predictor(body(x))``) is split between
+torchvision's ``RoIHeads.keypoint_head`` and ``keypoint_predictor``; any other head becomes
+``keypoint_head`` with an identity predictor.
 """
+
+
+class OffsetRefinedKeypointPredictor(nn.Module):
+    """torchvision's ``KeypointRCNNPredictor`` with offset refinement: a 4x4 stride-2 transposed
+    conv ``kps_score_lowres`` (torchvision's name) and a ``up_scale`` bilinear upsample.
+
+    With ``offset_refinement`` it has ``3K`` output channels: K heatmaps ``x`` and per keypoint an
+    offset field ``(dx, dy)``; the output heatmap is ``y(p) = x(p + dp(p))``. The offset
+    channels start at zero, so training starts from the plain heatmap (and a torchvision
+    Keypoint R-CNN's ``kps_score_lowres`` loaded into the first K channels predicts exactly what
+    it predicted there). With ``small_init`` (used for the ``gaussian_mse`` loss) the heatmaps
+    start near zero instead of at the logit scale that suits the softmax cross-entropy.
+
+    Forward: ``(R, C, P, P)`` -> dict ``heatmaps (R, K, S, S)`` (refined), ``raw_heatmaps`` and
+    ``offsets (R, 2K, S, S)`` (when refining), ``S = 2 * up_scale * P``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int = 17,
+        offset_refinement: bool = True,
+        up_scale: int = 2,
+        small_init: bool = False,
+    ):
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        self.offset_refinement = offset_refinement
+        self.up_scale = up_scale
+        out = num_keypoints * (3 if offset_refinement else 1)
+        self.kps_score_lowres = nn.ConvTranspose2d(
+            in_channels, out, kernel_size=4, stride=2, padding=1
+        )
+        w = self.kps_score_lowres.weight
+        if small_init:  # regression targets in [0, 1]: start near 0, not at logit scale
+            nn.init.normal_(w, std=0.001)
+        else:
+            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.kps_score_lowres.bias)
+        if offset_refinement:
+            with torch.no_grad():
+                w[:, num_keypoints:].zero_()
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = self.kps_score_lowres(x)
+        if self.up_scale != 1:
+            x = upsample_bilinear(x, self.up_scale)
+        k = self.num_keypoints
+        if not self.offset_refinement:
+            return {"heatmaps": x}
+        raw, offsets = x[:, :k], x[:, k:]
+        return {"heatmaps": refine_heatmaps(raw, offsets), "raw_heatmaps": raw, "offsets": offsets}
 
 
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
 class OffsetRefinedKeypointHead(nn.Module):
-    """Conv stack + deconv/upsample predicting K heatmaps and 2K offset maps.
+    """Conv stack ``body`` + :class:`OffsetRefinedKeypointPredictor` ``predictor``.
 
-    ``conv_dims`` 3x3 convs (deformable when ``deform_on``: the report's "H") with ReLU (and
-    ``norm`` -- ``"GN"``/``"BN"`` -- between conv and ReLU when set), then a
-    4x4 stride-2 transposed conv and a 2x bilinear upsample: 14x14 ROI features -> 56x56 maps.
-    With ``offset_refinement`` the predictor has ``3K`` channels: K heatmaps ``x`` and per
-    keypoint an offset field ``(dx, dy)``; the output heatmap is ``y(p) = x(p + dp(p))``.
-    The offset channels start at zero, so training starts from the plain heatmap. With
-    ``small_init`` (used for the ``gaussian_mse`` loss) the heatmaps start near zero instead of
-    at the logit scale that suits the softmax cross-entropy.
+    ``body`` is ``conv_dims`` 3x3 convs (deformable when ``deform_on``: the report's "H") with
+    ReLU (and ``norm`` -- ``"GN"``/``"BN"`` -- between conv and ReLU when set): without norm and
+    deformable convs it is torchvision's ``KeypointRCNNHeads`` layer for layer (indices 0, 2, ..
+    14), and the ROI heads hand it to torchvision's ``RoIHeads`` as ``keypoint_head`` and the
+    predictor as ``keypoint_predictor``, so parameter names match torchvision's.
+    14x14 ROI features -> 56x56 maps.
 
     Forward: ``(R, C, 14, 14)`` -> dict ``heatmaps (R, K, 56, 56)`` (refined),
     ``raw_heatmaps (R, K, 56, 56)`` and ``offsets (R, 2K, 56, 56)`` (when refining).
@@ -50,9 +103,6 @@ class OffsetRefinedKeypointHead(nn.Module):
         norm: str = "",
     ):
         super().__init__()
-        self.num_keypoints = num_keypoints
-        self.offset_refinement = offset_refinement
-        self.up_scale = up_scale
         norm_layer = get_norm(norm, "MODEL.ROI_KEYPOINT_HEAD.NORM")
         layers = []
         c = in_channels
@@ -72,17 +122,10 @@ class OffsetRefinedKeypointHead(nn.Module):
                 layers.append(norm_layer(dim))
             layers.append(nn.ReLU(inplace=True))
             c = dim
-        self.convs = nn.Sequential(*layers)
-        out = num_keypoints * (3 if offset_refinement else 1)
-        self.score_lowres = nn.ConvTranspose2d(c, out, kernel_size=4, stride=2, padding=1)
-        if small_init:  # regression targets in [0, 1]: start near 0, not at logit scale
-            nn.init.normal_(self.score_lowres.weight, std=0.001)
-        else:
-            nn.init.kaiming_normal_(self.score_lowres.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.score_lowres.bias)
-        if offset_refinement:
-            with torch.no_grad():
-                self.score_lowres.weight[:, num_keypoints:].zero_()
+        self.body = nn.Sequential(*layers)
+        self.predictor = OffsetRefinedKeypointPredictor(
+            c, num_keypoints, offset_refinement, up_scale, small_init
+        )
 
     @classmethod
     def from_config(cls, cfg, in_channels: int) -> Dict:
@@ -105,14 +148,7 @@ class OffsetRefinedKeypointHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        x = self.score_lowres(self.convs(x))
-        if self.up_scale != 1:
-            x = upsample_bilinear(x, self.up_scale)
-        k = self.num_keypoints
-        if not self.offset_refinement:
-            return {"heatmaps": x}
-        raw, offsets = x[:, :k], x[:, k:]
-        return {"heatmaps": refine_heatmaps(raw, offsets), "raw_heatmaps": raw, "offsets": offsets}
+        return self.predictor(self.body(x))
 
 
 class _ChannelsLastUpsample(torch.autograd.Function):

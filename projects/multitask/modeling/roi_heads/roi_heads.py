@@ -74,6 +74,53 @@ class MultiTaskROIHeads(RoIHeads):
         )
         box_head = _build_box_head(cfg, in_channels)
         box_predictor = FastRCNNPredictor(bh.FC_DIM, rh.NUM_CLASSES + 1)
+        # torchvision's RoIHeads gets every part under its own name (mask_head, mask_predictor,
+        # keypoint_head, keypoint_predictor, ...), so has_mask() / has_keypoint() tell the truth
+        # and a torchvision R-CNN's parameter names map onto ours by a prefix only.
+        parts = {}
+        if cfg.MODEL.MASK_ON:
+            mh = cfg.MODEL.ROI_MASK_HEAD
+            parts["mask_roi_pool"] = build_pooler(
+                mh.POOLER_TYPE,
+                names,
+                mh.POOLER_RESOLUTION,
+                mh.POOLER_SAMPLING_RATIO,
+                "MODEL.ROI_MASK_HEAD.POOLER_TYPE",
+                **canonical,
+            )
+            parts["mask_head"] = MaskRCNNHeads(
+                in_channels,
+                [mh.CONV_DIM] * mh.NUM_CONV,
+                dilation=1,
+                norm_layer=get_norm(mh.NORM, "MODEL.ROI_MASK_HEAD.NORM"),
+            )
+            predictor = MaskRCNNPredictor(mh.CONV_DIM, mh.CONV_DIM, rh.NUM_CLASSES + 1)
+            # detectron2's init of the mask logits: small, so the first mask losses are ~log 2
+            nn.init.normal_(predictor.mask_fcn_logits.weight, std=0.001)
+            nn.init.zeros_(predictor.mask_fcn_logits.bias)
+            parts["mask_predictor"] = predictor
+        if cfg.MODEL.KEYPOINT_ON:
+            kh = cfg.MODEL.ROI_KEYPOINT_HEAD
+            if kh.LOSS_TYPE not in _LOSS_TYPES:
+                raise ValueError(
+                    f"MODEL.ROI_KEYPOINT_HEAD.LOSS_TYPE: '{kh.LOSS_TYPE}' is not one of "
+                    f"{_LOSS_TYPES}"
+                )
+            parts["keypoint_roi_pool"] = build_pooler(
+                kh.POOLER_TYPE,
+                names,
+                kh.POOLER_RESOLUTION,
+                kh.POOLER_SAMPLING_RATIO,
+                "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE",
+                **canonical,
+            )
+            head = build_keypoint_head(cfg, in_channels)
+            if isinstance(getattr(head, "body", None), nn.Module) and isinstance(
+                getattr(head, "predictor", None), nn.Module
+            ):
+                parts["keypoint_head"], parts["keypoint_predictor"] = head.body, head.predictor
+            else:
+                parts["keypoint_head"], parts["keypoint_predictor"] = head, nn.Identity()
         super().__init__(
             box_pool,
             box_head,
@@ -86,49 +133,15 @@ class MultiTaskROIHeads(RoIHeads):
             score_thresh=rh.SCORE_THRESH_TEST,
             nms_thresh=rh.NMS_THRESH_TEST,
             detections_per_img=rh.DETECTIONS_PER_IMAGE,
+            **parts,
         )
         self.box_loss_weight = bh.LOSS_WEIGHT
-
-        self.mask_on = cfg.MODEL.MASK_ON
+        self.mask_on = self.has_mask()
         if self.mask_on:
-            mh = cfg.MODEL.ROI_MASK_HEAD
-            self.mask_pooler = build_pooler(
-                mh.POOLER_TYPE,
-                names,
-                mh.POOLER_RESOLUTION,
-                mh.POOLER_SAMPLING_RATIO,
-                "MODEL.ROI_MASK_HEAD.POOLER_TYPE",
-                **canonical,
-            )
-            self.mask_convs = MaskRCNNHeads(
-                in_channels,
-                [mh.CONV_DIM] * mh.NUM_CONV,
-                dilation=1,
-                norm_layer=get_norm(mh.NORM, "MODEL.ROI_MASK_HEAD.NORM"),
-            )
-            self.mask_predictor_ = MaskRCNNPredictor(mh.CONV_DIM, mh.CONV_DIM, rh.NUM_CLASSES + 1)
-            # detectron2's init of the mask logits: small, so the first mask losses are ~log 2
-            nn.init.normal_(self.mask_predictor_.mask_fcn_logits.weight, std=0.001)
-            nn.init.zeros_(self.mask_predictor_.mask_fcn_logits.bias)
-            self.mask_loss_weight = mh.LOSS_WEIGHT
-
-        self.keypoint_on = cfg.MODEL.KEYPOINT_ON
+            self.mask_loss_weight = cfg.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT
+        self.keypoint_on = self.has_keypoint()
         if self.keypoint_on:
             kh = cfg.MODEL.ROI_KEYPOINT_HEAD
-            if kh.LOSS_TYPE not in _LOSS_TYPES:
-                raise ValueError(
-                    f"MODEL.ROI_KEYPOINT_HEAD.LOSS_TYPE: '{kh.LOSS_TYPE}' is not one of "
-                    f"{_LOSS_TYPES}"
-                )
-            self.keypoint_pooler = build_pooler(
-                kh.POOLER_TYPE,
-                names,
-                kh.POOLER_RESOLUTION,
-                kh.POOLER_SAMPLING_RATIO,
-                "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE",
-                **canonical,
-            )
-            self.keypoint_head_ = build_keypoint_head(cfg, in_channels)
             self.keypoint_loss_type = kh.LOSS_TYPE
             self.keypoint_loss_weight = kh.LOSS_WEIGHT
             self.gaussian_sigma = kh.GAUSSIAN_SIGMA
@@ -227,7 +240,7 @@ class MultiTaskROIHeads(RoIHeads):
             ]
             boxes = [b[k] for b, k in zip(boxes, keep)]
             matched_idxs = [i[k] for i, k in zip(matched_idxs, keep)]
-        x = self.mask_predictor_(self.mask_convs(self.mask_pooler(features, boxes, image_shapes)))
+        x = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
         if not self.training:
             return x
         loss = maskrcnn_loss(
@@ -237,8 +250,8 @@ class MultiTaskROIHeads(RoIHeads):
 
     def _forward_keypoint(self, features, boxes, image_shapes, targets=None, matched_idxs=None):
         """Training: ``{"loss_keypoint"}``. Inference: refined heatmaps ``(R, K, 56, 56)``."""
-        x = self.keypoint_pooler(features, boxes, image_shapes)
-        heatmaps = self.keypoint_head_(x)["heatmaps"]
+        x = self.keypoint_roi_pool(features, boxes, image_shapes)
+        heatmaps = self.keypoint_predictor(self.keypoint_head(x))["heatmaps"]
         if not self.training:
             return heatmaps
         gt = [t["keypoints"][idx] for t, idx in zip(targets, matched_idxs)]
