@@ -225,6 +225,7 @@ class Demo:
         self.args = args
         self.predictor = DefaultPredictor(cfg)
         self.activity_classes = list(cfg.MODEL.ACTIVITY.CLASSES)
+        self.keypoint_coord_offset = cfg.TEST.KEYPOINT_COORD_OFFSET
 
     def predict(self, image: np.ndarray):
         return self.predictor(image)["instances"].to("cpu")
@@ -239,7 +240,8 @@ class Demo:
         )
 
     def to_json(self, instances, image_id: int) -> List[Dict]:
-        return instances_to_coco_json(instances, image_id, activity_classes=self.activity_classes)
+        return instances_to_coco_json(instances, image_id, activity_classes=self.activity_classes,
+                                      keypoint_coord_offset=self.keypoint_coord_offset)
 
     # --------------------------------------------------------------------------------------
     def run_images(self, patterns: Sequence[str]) -> Tuple[int, List[str]]:

@@ -213,6 +213,10 @@ _C.TEST.EXPECTED_RESULTS = []
 # COCO keypoint OKS sigmas; empty = COCO's own
 _C.TEST.KEYPOINT_OKS_SIGMAS = []
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+# Subtracted from predicted keypoint x, y when writing COCO results: 0.5 for models trained here
+# (the loader adds detectron2's +0.5 to COCO's pixel-index keypoints), 0.0 for torchvision's
+# weights (trained on COCO's coordinates as they are)
+_C.TEST.KEYPOINT_COORD_OFFSET = 0.5
 
 _C.OUTPUT_DIR = "./output"
 _C.SEED = -1
@@ -240,6 +244,14 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE = 56
     # Normalization after each keypoint head conv: "" (none, as detectron2), "GN" or "BN"
     _C.MODEL.ROI_KEYPOINT_HEAD.NORM = ""
+    # How heatmaps become keypoints: "subcell" (argmax of the 56x56 map, moved a quarter cell
+    # towards the larger neighbour) or "bicubic" (torchvision's and detectron2's: each map resized
+    # bicubically to the box's size in pixels, argmax + 0.5)
+    _C.MODEL.ROI_KEYPOINT_HEAD.DECODER = "subcell"
+    # What pred_keypoints[..., 2] holds, and so what every keypoint threshold (PRN, activity,
+    # visualizer) compares against: "logit" (the heatmap value at the peak, torchvision's
+    # keypoints_scores) or "prob" (the peak's softmax probability over the map, detectron2's)
+    _C.MODEL.ROI_KEYPOINT_HEAD.SCORE = "logit"
 
     # --- ROI pooling ---------------------------------------------------------------------
     # Box side (sqrt of area, input pixels) pooled from p4; a box half as large comes from p3,

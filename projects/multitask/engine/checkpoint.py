@@ -134,6 +134,7 @@ class MultiTaskCheckpointer(Checkpointer):
     def __init__(self, model: torch.nn.Module, save_dir: str = "", *,
                  input_format: Optional[str] = None, **checkpointables: Any):
         super().__init__(model, save_dir, **checkpointables)
+        self.logger = logger  # under multitask's logger, which train_net.py prints and logs
         fmt = input_format or getattr(model, "input_format", None) or "BGR"
         if fmt not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got '{fmt}'")
@@ -211,6 +212,7 @@ class MultiTaskCheckpointer(Checkpointer):
             del state[k]
         self._convert_colour_order(state, own, src)
         self._select_person_classes(state, own, src)
+        self._fit_offset_refinement(state, own, src)
         self._check_backbone_filled(state, own, src)
         incompatible = super()._load_model(checkpoint)
         wrong = {k for k, *_ in incompatible.incorrect_shapes}
@@ -257,6 +259,30 @@ class MultiTaskCheckpointer(Checkpointer):
         self.logger.info("'%s' predicts %d classes; kept the background and COCO's person "
                          "(label %d) for this person-only model", src["file"], n_classes,
                          _COCO_PERSON)
+
+    def _fit_offset_refinement(self, state: Dict[str, torch.Tensor], own, src) -> None:
+        """A keypoint predictor of K heatmaps (torchvision, detectron2, or ours without offset
+        refinement) into one that also predicts 2K offset maps: the heatmap channels are loaded
+        and the offset channels stay at zero, so the refined heatmaps equal the file's."""
+        prefix = "roi_heads.keypoint_predictor.kps_score_lowres."
+        w_key, b_key = prefix + "weight", prefix + "bias"
+        if w_key not in state or w_key not in own:
+            return
+        w, own_w = state[w_key], own[w_key]
+        k = w.shape[1]  # ConvTranspose2d: (in, out, kh, kw)
+        if (own_w.shape[1] != 3 * k or own_w.shape[0] != w.shape[0]
+                or own_w.shape[2:] != w.shape[2:]):
+            return
+        new_w = torch.zeros_like(own_w)
+        new_w[:, :k] = w
+        state[w_key] = new_w
+        if b_key in state and b_key in own and state[b_key].shape[0] == k:
+            new_b = torch.zeros_like(own[b_key])
+            new_b[:k] = state[b_key]
+            state[b_key] = new_b
+        self.logger.info("'%s': its %d keypoint heatmap channels fill %s; the %d offset channels "
+                         "stay at zero (refined heatmaps = the file's heatmaps)", src["file"], k,
+                         w_key, 2 * k)
 
     def _check_backbone_filled(self, state: Dict[str, torch.Tensor], own, src) -> None:
         backbone = [k for k in own if k.startswith(_BACKBONE_PREFIX)
@@ -312,8 +338,13 @@ class MultiTaskCheckpointer(Checkpointer):
                              "design; the FPN, RPN, heads and post-processors start from their "
                              "initialisation", src["file"])
             return
+        offsets = [k for k in missing if ".conv_offset." in k]
+        if offsets:
+            self.logger.info("'%s' has no offset branches for %d deformable conv tensors: they "
+                             "start at zero offsets, i.e. as the plain convs", src["file"],
+                             len(offsets))
         for head, prefixes in HEAD_PREFIXES.items():
-            keys = [k for k in own if k.startswith(prefixes)]
+            keys = [k for k in own if k.startswith(prefixes) and ".conv_offset." not in k]
             if not keys:
                 continue  # not enabled in this config
             got = [k for k in keys if k in loaded]

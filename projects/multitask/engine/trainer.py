@@ -221,6 +221,7 @@ class Trainer:
             output_dir=output_folder,
             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
             activity_classes=cfg.MODEL.ACTIVITY.CLASSES,
+            keypoint_coord_offset=cfg.TEST.KEYPOINT_COORD_OFFSET,
         )
 
     @classmethod

@@ -1,7 +1,9 @@
 from .keypoint_codec import (
+    decode_keypoints,
     encode_gaussian_targets,
     encode_onehot_targets,
     heatmaps_to_keypoints,
+    heatmaps_to_keypoints_bicubic,
     keypoint_gaussian_ce_loss,
     keypoint_gaussian_mse_loss,
     keypoint_softmax_ce_loss,
@@ -25,6 +27,8 @@ __all__ = [
     "encode_gaussian_targets",
     "encode_onehot_targets",
     "heatmaps_to_keypoints",
+    "heatmaps_to_keypoints_bicubic",
+    "decode_keypoints",
     "keypoint_gaussian_ce_loss",
     "keypoint_gaussian_mse_loss",
     "keypoint_softmax_ce_loss",

@@ -149,18 +149,27 @@ def keypoint_gaussian_mse_loss(
 # ---------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------
-def heatmaps_to_keypoints(heatmaps: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+KEYPOINT_DECODERS = ("subcell", "bicubic")
+KEYPOINT_SCORES = ("logit", "prob")
+
+
+def heatmaps_to_keypoints(
+    heatmaps: torch.Tensor, rois: torch.Tensor, score: str = "logit"
+) -> torch.Tensor:
     """Decode ``(R, K, S, S)`` heatmaps over ``(R, 4)`` XYXY boxes into ``(R, K, 3)`` x, y, score.
 
     The peak cell's centre is moved a quarter cell towards the larger neighbour on each axis
     (the usual sub-cell refinement of heatmap decoders), then mapped to image coordinates.
-    ``score`` is the heatmap value at the peak (a logit for ``softmax_ce``).
+    ``score``: ``"logit"``, the heatmap value at the peak (a logit for ``softmax_ce``), or
+    ``"prob"``, the peak's softmax probability over the ``S x S`` map.
     """
+    if score not in KEYPOINT_SCORES:
+        raise ValueError(f"keypoint score must be one of {KEYPOINT_SCORES}, got '{score}'")
     r, k, h, w = heatmaps.shape
     if r == 0:
         return heatmaps.new_zeros((0, k, 3))
     flat = heatmaps.reshape(r, k, h * w)
-    score, idx = flat.max(dim=2)
+    peak, idx = flat.max(dim=2)
     iy = torch.div(idx, w, rounding_mode="floor")
     ix = idx - iy * w
     u = ix.to(heatmaps.dtype) + 0.5
@@ -181,4 +190,58 @@ def heatmaps_to_keypoints(heatmaps: torch.Tensor, rois: torch.Tensor) -> torch.T
     bh = (rois[:, 3:4] - y0).clamp(min=1e-6)
     x = x0 + u * bw / w
     y = y0 + v * bh / h
-    return torch.stack([x, y, score], dim=2)
+    if score == "prob":
+        peak = 1.0 / torch.exp(flat - peak.unsqueeze(2)).sum(dim=2)
+    return torch.stack([x, y, peak], dim=2)
+
+
+def heatmaps_to_keypoints_bicubic(
+    heatmaps: torch.Tensor, rois: torch.Tensor, score: str = "logit"
+) -> torch.Tensor:
+    """torchvision's and detectron2's decoding of ``(R, K, S, S)`` heatmaps over ``(R, 4)`` XYXY
+    boxes into ``(R, K, 3)`` x, y, score.
+
+    Each box's maps are resized bicubically (``align_corners=False``) to ``ceil(w) x ceil(h)``
+    pixels (sides at least 1); the argmax cell ``(i, j)`` decodes to
+    ``x0 + (j + 0.5) * w / ceil(w)`` (likewise y). ``score``: ``"logit"``, the resized map's value
+    at the peak (torchvision's ``keypoints_scores``), or ``"prob"``, detectron2's probability:
+    ``exp(peak - peak) / sum(exp(S x S map - peak))``, the softmax of the low-resolution map
+    evaluated at the full-resolution peak. One interpolation per box, as both libraries do.
+    """
+    if score not in KEYPOINT_SCORES:
+        raise ValueError(f"keypoint score must be one of {KEYPOINT_SCORES}, got '{score}'")
+    r, k = heatmaps.shape[:2]
+    out = heatmaps.new_zeros((r, k, 3))
+    if r == 0:
+        return out
+    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)
+    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
+    widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
+    kk = torch.arange(k, device=heatmaps.device)
+    for i in range(r):
+        mw, mh = int(widths_ceil[i]), int(heights_ceil[i])
+        resized = F.interpolate(heatmaps[i][:, None], size=(mh, mw), mode="bicubic",
+                                align_corners=False)[:, 0]
+        pos = resized.reshape(k, -1).argmax(dim=1)
+        col = pos % mw
+        row = torch.div(pos - col, mw, rounding_mode="floor")
+        out[i, :, 0] = (col.to(heatmaps.dtype) + 0.5) * (widths[i] / mw) + rois[i, 0]
+        out[i, :, 1] = (row.to(heatmaps.dtype) + 0.5) * (heights[i] / mh) + rois[i, 1]
+        peak = resized[kk, row, col]
+        if score == "prob":
+            low = heatmaps[i].reshape(k, -1)
+            peak = 1.0 / torch.exp(low - peak[:, None]).sum(dim=1)
+        out[i, :, 2] = peak
+    return out
+
+
+def decode_keypoints(heatmaps: torch.Tensor, rois: torch.Tensor, decoder: str = "subcell",
+                     score: str = "logit") -> torch.Tensor:
+    """``MODEL.ROI_KEYPOINT_HEAD.DECODER`` / ``SCORE``: :func:`heatmaps_to_keypoints`
+    (``"subcell"``) or :func:`heatmaps_to_keypoints_bicubic` (``"bicubic"``)."""
+    if decoder == "subcell":
+        return heatmaps_to_keypoints(heatmaps, rois, score)
+    if decoder == "bicubic":
+        return heatmaps_to_keypoints_bicubic(heatmaps, rois, score)
+    raise ValueError(f"MODEL.ROI_KEYPOINT_HEAD.DECODER: '{decoder}' is not one of "
+                     f"{KEYPOINT_DECODERS}")

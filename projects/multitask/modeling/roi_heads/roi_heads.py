@@ -27,9 +27,11 @@ from torchvision.models.detection.roi_heads import (
 
 from ..layers import get_norm
 from .keypoint_codec import (
+    KEYPOINT_DECODERS,
+    KEYPOINT_SCORES,
+    decode_keypoints,
     encode_gaussian_targets,
     encode_onehot_targets,
-    heatmaps_to_keypoints,
     keypoint_gaussian_ce_loss,
     keypoint_gaussian_mse_loss,
     keypoint_softmax_ce_loss,
@@ -142,6 +144,12 @@ class MultiTaskROIHeads(RoIHeads):
         self.keypoint_on = self.has_keypoint()
         if self.keypoint_on:
             kh = cfg.MODEL.ROI_KEYPOINT_HEAD
+            if kh.DECODER not in KEYPOINT_DECODERS or kh.SCORE not in KEYPOINT_SCORES:
+                raise ValueError(
+                    f"MODEL.ROI_KEYPOINT_HEAD: DECODER '{kh.DECODER}' / SCORE '{kh.SCORE}' must "
+                    f"be one of {KEYPOINT_DECODERS} / {KEYPOINT_SCORES}"
+                )
+            self.keypoint_decoder, self.keypoint_score = kh.DECODER, kh.SCORE
             self.keypoint_loss_type = kh.LOSS_TYPE
             self.keypoint_loss_weight = kh.LOSS_WEIGHT
             self.gaussian_sigma = kh.GAUSSIAN_SIGMA
@@ -202,7 +210,9 @@ class MultiTaskROIHeads(RoIHeads):
                 r["masks"] = m
         if self.keypoint_on:
             heatmaps = self._forward_keypoint(features, boxes, image_shapes)
-            keypoints = heatmaps_to_keypoints(heatmaps, torch.cat(boxes))
+            keypoints = decode_keypoints(
+                heatmaps, torch.cat(boxes), self.keypoint_decoder, self.keypoint_score
+            )
             for r, kp in zip(results, keypoints.split([len(b) for b in boxes])):
                 r["keypoints"] = kp
         return results
