@@ -409,3 +409,54 @@ def test_channels_last_upsample_is_interpolate(shape, scale):
     assert out.is_contiguous() and b.grad.is_contiguous()
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(b.grad, a.grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision's / detectron2's decoder and the score semantics
+# ---------------------------------------------------------------------------------------------
+def _random_heatmaps_and_boxes(seed=0, r=5, k=17, s=56):
+    g = torch.Generator().manual_seed(seed)
+    heatmaps = 5 * torch.randn(r, k, s, s, generator=g)
+    xy = 200 * torch.rand(r, 2, generator=g)
+    wh = torch.tensor([[0.4, 0.4]]) + 150 * torch.rand(r, 2, generator=g)  # some below 1 px
+    return heatmaps, torch.cat([xy, xy + wh], 1)
+
+
+def test_bicubic_decoder_equals_torchvision():
+    """Peer test: torchvision's Keypoint R-CNN decoding, coordinates and scores."""
+    from torchvision.models.detection.roi_heads import heatmaps_to_keypoints as tv_decode
+
+    from multitask.modeling.roi_heads import heatmaps_to_keypoints_bicubic
+
+    heatmaps, boxes = _random_heatmaps_and_boxes()
+    ours = heatmaps_to_keypoints_bicubic(heatmaps, boxes)
+    tv_xy, tv_scores = tv_decode(heatmaps, boxes)
+    torch.testing.assert_close(ours[..., :2], tv_xy[..., :2], rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours[..., 2], tv_scores, rtol=1e-6, atol=1e-5)
+    assert heatmaps_to_keypoints_bicubic(heatmaps[:0], boxes[:0]).shape == (0, 17, 3)
+
+
+@pytest.mark.parametrize("decoder", ["subcell", "bicubic"])
+def test_prob_score_is_a_softmax_probability(decoder):
+    """``SCORE "prob"``: same locations as "logit", higher for peakier maps; for "subcell" the
+    softmax over the map at the peak, for "bicubic" detectron2's exp(peak) / sum(exp(S x S map))
+    with the peak read from the resized map (it can exceed 1 where bicubic overshoots)."""
+    from multitask.modeling.roi_heads import decode_keypoints
+
+    heatmaps, boxes = _random_heatmaps_and_boxes(1)
+    logit = decode_keypoints(heatmaps, boxes, decoder, "logit")
+    prob = decode_keypoints(heatmaps, boxes, decoder, "prob")
+    assert torch.equal(logit[..., :2], prob[..., :2])
+    assert (prob[..., 2] > 0).all()
+    if decoder == "subcell":
+        peaky = decode_keypoints(heatmaps * 3, boxes, decoder, "prob")
+        assert (peaky[..., 2] > prob[..., 2]).all()
+        soft = heatmaps.flatten(2).softmax(-1).max(-1).values
+        torch.testing.assert_close(prob[..., 2], soft)
+    else:
+        expected = torch.exp(logit[..., 2] - heatmaps.flatten(2).logsumexp(-1))
+        torch.testing.assert_close(prob[..., 2], expected)
+    with pytest.raises(ValueError, match="DECODER"):
+        decode_keypoints(heatmaps, boxes, "nearest")
+    with pytest.raises(ValueError, match="score"):
+        decode_keypoints(heatmaps, boxes, decoder, "logits")

@@ -99,7 +99,8 @@ def get_parser() -> argparse.ArgumentParser:
         "--keypoint-threshold",
         type=float,
         default=KEYPOINT_THRESHOLD,
-        help="keypoints scoring below this are not drawn (the score is the heatmap logit)",
+        help="keypoints scoring below this are not drawn (the score MODEL.ROI_KEYPOINT_HEAD."
+        "SCORE names: the heatmap logit by default, a probability with 'prob')",
     )
     parser.add_argument(
         "--json", action="store_true", help="also write COCO-results json (see the docs above)"

@@ -285,7 +285,8 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.MODEL.PRN.SIGMA = 1.0
     # Keep the keypoint head's keypoint where the PRN's peak probability is below this
     _C.MODEL.PRN.MIN_CONFIDENCE = 0.05
-    # Keypoints with a score (or COCO visibility) above this are drawn into the PRN input
+    # Keypoints with a score (pred_keypoints[..., 2]: MODEL.ROI_KEYPOINT_HEAD.SCORE says whether
+    # logit or probability) or COCO visibility above this are drawn into the PRN input
     _C.MODEL.PRN.KEYPOINT_THRESHOLD = 0.05
     # Detections with a box score below this give their keypoints only to their own box
     _C.MODEL.PRN.SOURCE_SCORE_THRESH = 0.3
@@ -310,7 +311,8 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # see multitask.modeling.postprocessing.activity.pose_geometry_features). Must match the
     # weights file; False for files written before this key existed.
     _C.MODEL.ACTIVITY.GEOMETRY = True
-    # Keypoints with a score below this count as missing for the classifier
+    # Keypoints with a score below this count as missing for the classifier (the score is
+    # MODEL.ROI_KEYPOINT_HEAD.SCORE's: a logit by default, a probability with "prob")
     _C.MODEL.ACTIVITY.KEYPOINT_THRESHOLD = 0.05
     # Training only: before the first iteration, fit the ActivityClassifier post-processor on the
     # ground-truth poses of DATASETS.TRAIN (seconds on a CPU; saved to

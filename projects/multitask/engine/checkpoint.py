@@ -333,16 +333,16 @@ class MultiTaskCheckpointer(Checkpointer):
         if unexpected:
             self.logger.warning("'%s': %d tensors have no place in this model, e.g. %s",
                                 src["file"], len(unexpected), ", ".join(sorted(unexpected)[:5]))
-        if src["kind"] == "torchvision ImageNet ResNet":
-            self.logger.info("'%s' is an ImageNet classifier: it fills the backbone only, by "
-                             "design; the FPN, RPN, heads and post-processors start from their "
-                             "initialisation", src["file"])
-            return
         offsets = [k for k in missing if ".conv_offset." in k]
         if offsets:
             self.logger.info("'%s' has no offset branches for %d deformable conv tensors: they "
                              "start at zero offsets, i.e. as the plain convs", src["file"],
                              len(offsets))
+        if src["kind"] == "torchvision ImageNet ResNet":
+            self.logger.info("'%s' is an ImageNet classifier: it fills the backbone only, by "
+                             "design; the FPN, RPN, heads and post-processors start from their "
+                             "initialisation", src["file"])
+            return
         for head, prefixes in HEAD_PREFIXES.items():
             keys = [k for k in own if k.startswith(prefixes) and ".conv_offset." not in k]
             if not keys:

@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 #: Default keypoint score threshold (detectron2's ``_KEYPOINT_THRESHOLD``). With the softmax-CE
-#: keypoint head the score is the heatmap logit at the peak, as in detectron2.
+#: keypoint head the score is the heatmap logit at the peak, as in torchvision
+#: (``MODEL.ROI_KEYPOINT_HEAD.SCORE "logit"``), or detectron2's probability (``"prob"``).
 KEYPOINT_THRESHOLD = 0.05
 
 #: BGR colours of the skeleton: left limbs (azure), right limbs (orange), centre/face (green)
