@@ -237,8 +237,10 @@ class MultiTaskCheckpointer(Checkpointer):
         )
 
     def _select_person_classes(self, state: Dict[str, torch.Tensor], own, src) -> None:
-        """COCO's 91-class torchvision predictors into a person-only (background + person)
-        model: keep rows 0 and 1 of the classifier, their boxes and their mask channels."""
+        """COCO's 91-class torchvision predictors (or detectron2's 80-class ones, which the
+        conversion lays out the same way: background first, person next) into a person-only
+        (background + person) model: keep rows 0 and 1 of the classifier, their boxes and their
+        mask channels."""
         rows = {
             "roi_heads.box_predictor.cls_score.weight": 1,
             "roi_heads.box_predictor.cls_score.bias": 1,
@@ -248,7 +250,8 @@ class MultiTaskCheckpointer(Checkpointer):
             "roi_heads.mask_predictor.mask_fcn_logits.bias": 1,
         }
         cls_key = "roi_heads.box_predictor.cls_score.weight"
-        if (src.get("kind") != "torchvision R-CNN" or cls_key not in state or cls_key not in own
+        if (src.get("kind") not in ("torchvision R-CNN", "detectron2 model zoo")
+                or cls_key not in state or cls_key not in own
                 or own[cls_key].shape[0] != 2 or state[cls_key].shape[0] <= 2):
             return
         n_classes = state[cls_key].shape[0]
@@ -256,9 +259,9 @@ class MultiTaskCheckpointer(Checkpointer):
             if k in state and k in own and state[k].shape[0] == per * n_classes:
                 keep = torch.cat([torch.arange(per), torch.arange(per) + per * _COCO_PERSON])
                 state[k] = state[k][keep]
-        self.logger.info("'%s' predicts %d classes; kept the background and COCO's person "
-                         "(label %d) for this person-only model", src["file"], n_classes,
-                         _COCO_PERSON)
+        self.logger.info("'%s' predicts %d classes (with the background); kept the background "
+                         "and COCO's person (row %d) for this person-only model", src["file"],
+                         n_classes, _COCO_PERSON)
 
     def _fit_offset_refinement(self, state: Dict[str, torch.Tensor], own, src) -> None:
         """A keypoint predictor of K heatmaps (torchvision, detectron2, or ours without offset
