@@ -128,26 +128,22 @@ def summarize_benchmark(path: Path) -> List[Tuple[str, str]]:
         m = data.get(section, {}).get("models", {}).get(model, {})
         return m.get("median_ms")
 
-    inf = data.get("inference", {})
-    if "ratios" in inf:
-        rows.append(("inference ms: ours full / keypointrcnn / maskrcnn+keypointrcnn",
-                     " / ".join(_fmt(median("inference", m)) for m in
-                                ("ours_full", "tv_keypointrcnn", "tv_maskrcnn+keypointrcnn"))))
-        r = inf["ratios"]
-        rows.append(("inference ratio ours / keypointrcnn, / (maskrcnn+keypointrcnn)",
-                     f"{_fmt(r.get('ours_over_keypointrcnn'), '{:.2f}')}x, "
-                     f"{_fmt(r.get('ours_over_maskrcnn_plus_keypointrcnn'), '{:.2f}')}x"))
-    tr = data.get("train", {})
-    if "ratios" in tr:
-        rows.append(("train step ms: ours regular / full / keypointrcnn / maskrcnn",
-                     " / ".join(_fmt(median("train", m)) for m in
-                                ("ours_regular", "ours_full_train", "tv_keypointrcnn",
-                                 "tv_maskrcnn"))))
-        r = tr["ratios"]
-        pair = r.get("ours_full_train_over_maskrcnn_plus_keypointrcnn")
-        rows.append(("train ratio ours full / keypointrcnn, / (maskrcnn+keypointrcnn)",
-                     f"{_fmt(r.get('ours_full_train_over_keypointrcnn'), '{:.2f}')}x, "
-                     f"{_fmt(pair, '{:.2f}')}x"))
+    def times_and_ratios(section: str, what: str, models: Sequence[str], ours: str) -> None:
+        sec = data.get(section, {})
+        if "ratios" not in sec:
+            return
+        rows.append((f"{what} ms: " + " / ".join(models),
+                     " / ".join(_fmt(median(section, m)) for m in models)))
+        r = sec["ratios"]
+        rows.append((f"{what} ratio {ours} / keypointrcnn, / (maskrcnn+keypointrcnn)",
+                     f"{_fmt(r.get(f'{ours}_over_keypointrcnn'), '{:.2f}')}x, "
+                     f"{_fmt(r.get(f'{ours}_over_maskrcnn_plus_keypointrcnn'), '{:.2f}')}x"))
+
+    times_and_ratios("inference", "inference",
+                     ("ours_full", "tv_keypointrcnn", "tv_maskrcnn+keypointrcnn"), "ours")
+    times_and_ratios("train", "train step",
+                     ("ours_regular", "ours_full_train", "tv_keypointrcnn", "tv_maskrcnn"),
+                     "ours_full_train")
     pp = data.get("postproc", {})
     if "share_by_call_pct" in pp:
         rows.append(("post-processors' share of inference (PRN + activity calls)",

@@ -89,7 +89,7 @@ def test_summarize_benchmark(tmp_path):
     path = tmp_path / "benchmark.json"
     path.write_text(json.dumps(data))
     rows = dict(gpu_check.summarize_benchmark(path))
-    assert rows["inference ms: ours full / keypointrcnn / maskrcnn+keypointrcnn"] == (
+    assert rows["inference ms: ours_full / tv_keypointrcnn / tv_maskrcnn+keypointrcnn"] == (
         "40.0 / 50.0 / 90.0")
     assert rows["inference ratio ours / keypointrcnn, / (maskrcnn+keypointrcnn)"] == (
         "0.80x, 0.44x")

@@ -160,14 +160,20 @@ def _assert_same_detections(ours, tv):
     assert torch.equal(ours.pred_classes, tv["labels"] - 1)
 
 
-@needs_image
-def test_torchvision_keypointrcnn_exact(tmp_path, fast_kernels):
-    tv = _tv_model("keypoint")
+def _both_exactly_loaded(kind: str, config: Path, tmp_path: Path):
+    """torchvision's outputs and ours from the same file, after a load that filled everything."""
+    tv = _tv_model(kind)
     bgr = _image()
     ref = _tv_run(tv, bgr)
-    ours, report, _ = _our_run(KP_CONFIG, _save(tv, tmp_path / "kprcnn.pth"), bgr)
+    ours, report, _ = _our_run(config, _save(tv, tmp_path / f"{kind}.pth"), bgr)
     assert sum(r["missing"] + r["unexpected"] + r["shape"] for r in report) == 0, report
     _assert_same_detections(ours, ref)
+    return ours, ref
+
+
+@needs_image
+def test_torchvision_keypointrcnn_exact(tmp_path, fast_kernels):
+    ours, ref = _both_exactly_loaded("keypoint", KP_CONFIG, tmp_path)
     torch.testing.assert_close(ours.pred_keypoints[..., :2], ref["keypoints"][..., :2],
                                rtol=0, atol=1e-2)
     torch.testing.assert_close(ours.pred_keypoints[..., 2], ref["keypoints_scores"],
@@ -176,12 +182,7 @@ def test_torchvision_keypointrcnn_exact(tmp_path, fast_kernels):
 
 @needs_image
 def test_torchvision_maskrcnn_exact(tmp_path, fast_kernels):
-    tv = _tv_model("mask")
-    bgr = _image()
-    ref = _tv_run(tv, bgr)
-    ours, report, _ = _our_run(MASK_CONFIG, _save(tv, tmp_path / "maskrcnn.pth"), bgr)
-    assert sum(r["missing"] + r["unexpected"] + r["shape"] for r in report) == 0, report
-    _assert_same_detections(ours, ref)
+    ours, ref = _both_exactly_loaded("mask", MASK_CONFIG, tmp_path)
     tv_masks = ref["masks"][:, 0] > 0.5
     assert ours.pred_masks.shape == tv_masks.shape
     differ = (ours.pred_masks != tv_masks).sum().item()
