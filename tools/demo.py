@@ -204,7 +204,8 @@ def summarize(name: str, instances, activity_classes, seconds: float) -> str:
         text += ")"
         if instances.has("pred_activity"):
             names = [
-                activity_classes[a] if 0 <= a < len(activity_classes) else f"activity {a}"
+                activity_classes[a] if 0 <= a < len(activity_classes)
+                else ("unknown" if a < 0 else f"activity {a}")
                 for a in instances.pred_activity.tolist()
             ]
             text += "; activities: " + ", ".join(f"{k} {v}" for k, v in Counter(names).items())

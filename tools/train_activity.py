@@ -12,17 +12,33 @@ with ``MODEL.ACTIVITY.GEOMETRY False``); see ``multitask.modeling.postprocessing
 
 K-fold cross-validation with folds split by person (stratified, no person in two folds), Adam
 (``--lr``), ``ReduceLROnPlateau`` (factor 0.1) and best-epoch selection on an inner, person-grouped
-``--inner-val`` split of each training split (never the fold's validation persons), mirrored
-copies of the training poses (``--no-flip-aug`` to disable), cross-entropy; prints
-per-fold and mean accuracy and macro precision / recall / F1; writes to ``--output-dir``:
-``confusion_matrix.png`` (row-normalised, validation predictions of all folds), ``metrics.json``
-and ``activity_classifier.pth`` (a model trained on all data for the median best epoch count of the
-folds, with its class list and input layout, loadable as ``MODEL.ACTIVITY.WEIGHTS``).
+``--inner-val`` split of each training split (never the fold's validation persons).
 
-Example::
+Trained for the pose, not for which joints are visible: mirrored copies of the training poses
+(``--no-flip-aug``), ``--aug-copies`` copies rotated / scaled about the box centre that lose, with
+``--occlusion-prob``, a random limb, the legs, the lower body or one side -- in every class alike
+(``multitask.data.pose_augment``) -- and a class-balanced cross-entropy (``--no-balance``).
+Calibrated: the logits' temperature is fitted on each fold's inner split (the expected calibration
+error on the fold's validation persons is printed before and after) and the median is saved.
+
+Prints per-fold and mean accuracy and macro precision / recall / F1, per-class figures, the
+confusion matrix and accuracy per slice (all people, full-body people: hips, knees and ankles
+visible, upper-body-only people); writes to ``--output-dir``: ``confusion_matrix.png``
+(row-normalised, validation predictions of all folds), ``metrics.json`` and
+``activity_classifier.pth`` (a model trained on all data for the median best epoch count of the
+folds, with its class list, input layout and temperature, loadable as ``MODEL.ACTIVITY.WEIGHTS``).
+
+With ``--weights W`` nothing is trained: the saved classifier is scored on the given data
+(``--eval-json``/``--coco-json`` and/or ``--mpii-csv``), with ``--min-confidence`` and
+``--min-visible-keypoints`` as ``MODEL.ACTIVITY.MIN_CONFIDENCE`` / ``MIN_VISIBLE_KEYPOINTS``
+(answers below them are "unknown": coverage and accuracy on the rest are reported).
+
+Examples::
 
     python tools/train_activity.py --mpii-csv ../shared/data/mpii-activity/mpii_human_pose.csv \
         --output-dir output/activity
+    python tools/train_activity.py --weights output/activity/activity_classifier.pth \
+        --eval-json datasets/synthetic_people/val/annotations.json --output-dir output/act_eval
 """
 
 import argparse
@@ -30,22 +46,28 @@ import json
 import os
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 import torch
 
+from multitask.data.pose_augment import augment_poses
+from multitask.evaluation.activity_report import format_report, report, save_confusion_png
+from multitask.evaluation.calibration import expected_calibration_error, fit_temperature
 from multitask.modeling.postprocessing.activity import (
     KEEP_ASPECT,
     ActivityClassifier,
+    balanced_class_weights,
     classification_metrics,
     keypoints_to_activity_features,
+    load_activity_weights,
     present_keypoint_mask,
     save_activity_weights,
     stratified_group_kfold,
     train_activity_mlp,
     with_mirrored_poses,
 )
+from multitask.utils.file_io import atomic_write
 
 DEFAULT_CLASSES = ["walking", "running", "sitting", "standing"]
 
@@ -66,10 +88,31 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--coco-json",
+        "--eval-json",
+        dest="coco_json",
         action="append",
         default=[],
         help="COCO keypoint json with an 'activity' field per person (repeatable)",
     )
+    p.add_argument(
+        "--skip-unknown-activities",
+        action="store_true",
+        help="leave out people whose activity is not one of --classes (default: an error)",
+    )
+    p.add_argument("--weights", default=None,
+                   help="score these saved weights on the data instead of training")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="with --weights: 'unknown' below this calibrated probability")
+    p.add_argument("--min-visible-keypoints", type=int, default=0,
+                   help="with --weights: 'unknown' with fewer visible keypoints")
+    p.add_argument("--aug-copies", type=int, default=2,
+                   help="rotated / scaled / occluded copies per training pose (0: none)")
+    p.add_argument("--transplant-prob", type=float, default=0.8,
+                   help="probability that a copy loses the joints a person of another class lacks")
+    p.add_argument("--occlusion-prob", type=float, default=0.3,
+                   help="probability that a copy loses a limb, the legs, the lower body or a side")
+    p.add_argument("--no-balance", action="store_true",
+                   help="plain cross-entropy instead of class-balanced weights")
     p.add_argument(
         "--image-root",
         default=None,
@@ -129,23 +172,51 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_coco_activity_json(path, classes):
-    """(keypoints (N,17,3), boxes (N,4) XYXY, labels (N,), person ids (N,) as strings)."""
-    with open(path) as f:
-        data = json.load(f)
+def load_coco_activity_json(path, classes, skip_unknown=False):
+    """(keypoints (N,17,3), boxes (N,4) XYXY, labels (N,), person ids (N,) as strings).
+
+    Refused with a message naming the file and the field: no annotation with an ``activity``,
+    activities not in ``classes`` (unless ``skip_unknown``), non-finite keypoints or boxes,
+    keypoints that are not 17 x 3 values."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--coco-json {path}: cannot read it as json: {e}")
+    anns = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(anns, list):
+        raise SystemExit(f"--coco-json {path}: no 'annotations' list")
     lower = [c.lower() for c in classes]
+    with_activity = [a for a in anns if isinstance(a.get("activity"), str) and a["activity"]]
+    if not with_activity:
+        raise SystemExit(f"--coco-json {path}: none of its {len(anns)} annotations has an "
+                         f"'activity' field; activity labels are needed to train or score")
+    unknown = Counter(a["activity"] for a in with_activity if a["activity"].lower() not in lower)
+    if unknown and not skip_unknown:
+        raise SystemExit(f"--coco-json {path}: field 'activity' has names that are not in "
+                         f"--classes {list(classes)}: {dict(unknown)}; pass --classes with "
+                         f"them or --skip-unknown-activities")
     kps, boxes, labels, groups = [], [], [], []
     skipped = 0
-    for a in data.get("annotations", []):
+    for a in anns:
         act = a.get("activity")
-        if a.get("iscrowd", 0) or not act or act.lower() not in lower:
+        if a.get("iscrowd", 0) or not isinstance(act, str) or act.lower() not in lower:
             skipped += 1
             continue
-        k = np.asarray(a.get("keypoints", []), dtype=np.float32).reshape(-1, 3)
-        if k.shape[0] != 17 or (k[:, 2] > 0).sum() == 0:
+        k = np.asarray(a.get("keypoints") or [], dtype=np.float32)
+        if k.size != 17 * 3:
+            raise SystemExit(f"--coco-json {path}: annotation {a.get('id')}: field 'keypoints' "
+                             f"has {k.size} values, not 17 x 3")
+        k = k.reshape(17, 3)
+        bbox = np.asarray(a.get("bbox", []), dtype=np.float32)
+        for field, v in (("keypoints", k), ("bbox", bbox)):
+            if v.size == 0 or not np.isfinite(v).all():
+                raise SystemExit(f"--coco-json {path}: annotation {a.get('id')}: field "
+                                 f"'{field}' is missing or holds NaN / infinite values")
+        if (k[:, 2] > 0).sum() == 0:
             skipped += 1
             continue
-        x, y, w, h = a["bbox"]
+        x, y, w, h = bbox
         kps.append(k)
         boxes.append([x, y, x + w, y + h])
         labels.append(lower.index(act.lower()))
@@ -153,7 +224,8 @@ def load_coco_activity_json(path, classes):
         groups.append(f"{path}:{pid}")
     print(
         f"COCO json {path}: kept {len(labels)} persons with an activity in {classes}, "
-        f"skipped {skipped} annotations"
+        f"skipped {skipped} annotations" + (f" (unknown activities {dict(unknown)})"
+                                            if unknown else "")
     )
     if not labels:
         return (
@@ -181,7 +253,7 @@ def load_data(args):
         kps.append(k), boxes.append(b), labels.append(y)
         groups.append(np.asarray([f"mpii:{i}" for i in info["person_ids"]], dtype=object))
     for path in args.coco_json:
-        k, b, y, g = load_coco_activity_json(path, args.classes)
+        k, b, y, g = load_coco_activity_json(path, args.classes, args.skip_unknown_activities)
         kps.append(k), boxes.append(b), labels.append(y), groups.append(g)
     if not kps:
         sys.exit("give --mpii-csv and/or --coco-json")
@@ -190,6 +262,24 @@ def load_data(args):
     if len(labels) == 0:
         sys.exit("no persons with one of the classes " + str(args.classes))
     return kps, boxes, labels, groups
+
+
+def check_trainable(labels, groups, classes, folds):
+    """Refuse data that cannot be cross-validated: fewer than two classes with people, or a
+    class with fewer persons than folds (a class with none is only warned about)."""
+    persons = [len(set(groups[labels == c])) for c in range(len(classes))]
+    present = [c for c, n in zip(classes, persons) if n > 0]
+    if len(present) < 2:
+        raise SystemExit(f"the data has people of {len(present)} of the classes {list(classes)} "
+                         f"({present}); a classifier needs at least two")
+    absent = [c for c, n in zip(classes, persons) if n == 0]
+    if absent:
+        print(f"WARNING: no persons of the classes {absent}: the classifier will never predict "
+              f"them")
+    few = {c: n for c, n in zip(classes, persons) if 0 < n < folds}
+    if few:
+        raise SystemExit(f"--folds {folds}: classes with fewer persons than folds: {few}; "
+                         f"lower --folds, add data or drop the class from --classes")
 
 
 def make_features(kps, boxes, args, keypoint_mask):
@@ -207,6 +297,7 @@ def make_features(kps, boxes, args, keypoint_mask):
 def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
     """Train an ActivityMLP with the command line's settings; returns (model, epochs kept)
     (see ``train_activity_mlp``: ``val`` is an inner split of the training data)."""
+    weights = None if args.no_balance else balanced_class_weights(y.numpy(), num_classes)
     return train_activity_mlp(
         x,
         y,
@@ -220,45 +311,67 @@ def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
         seed=seed,
         device=args.device,
         val=val,
+        class_weights=weights,
     )
 
 
-def augmented(kps, boxes, labels, args):
-    if args.no_flip_aug:
-        return kps, boxes, labels
-    return with_mirrored_poses(kps, boxes, labels)
+def augmented(kps, boxes, labels, args, seed):
+    """Mirrored copies (unless --no-flip-aug), then --aug-copies rotated / scaled / occluded
+    copies of every pose (multitask.data.pose_augment)."""
+    if not args.no_flip_aug:
+        kps, boxes, labels = with_mirrored_poses(kps, boxes, labels)
+    if args.aug_copies > 0:
+        kps, boxes, labels = augment_poses(kps, boxes, labels, np.random.RandomState(seed),
+                                           copies=args.aug_copies,
+                                           transplant_prob=args.transplant_prob,
+                                           occlusion_prob=args.occlusion_prob)
+    return kps, boxes, labels
 
 
-def save_confusion_png(cm, classes, path, title):
-    import matplotlib
+def logits_of(model, x, device):
+    with torch.no_grad():
+        return model(x.to(device)).cpu()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    cm = np.asarray(cm, dtype=np.float64)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(
-                j,
-                i,
-                f"{norm[i, j]:.2f}",
-                ha="center",
-                va="center",
-                color="white" if norm[i, j] > 0.5 else "black",
-                fontsize=9,
-            )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def write_json(path, obj):
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
+
+
+def evaluate_weights(args):
+    """--weights: score a saved classifier on the data, nothing trained."""
+    obj = load_activity_weights(args.weights, "--weights")
+    layout = obj.get("input_layout") or {}
+    classes = list(obj.get("classes") or args.classes)
+    args.classes = classes
+    classifier = ActivityClassifier(
+        classes=classes,
+        hidden_dims=obj.get("hidden_dims", args.hidden_dims),
+        dropout=obj.get("dropout", args.dropout),
+        use_visibility=bool(layout.get("use_visibility", True)),
+        geometry=bool(layout.get("geometry", False)),
+        score_thresh=float(layout.get("score_thresh", args.score_thresh)),
+        load_weights=False,
+        min_confidence=args.min_confidence,
+        min_visible_keypoints=args.min_visible_keypoints,
+    )
+    classifier.load_weights(args.weights, "--weights")
+    kps, boxes, labels, _ = load_data(args)
+    pred, probs = classifier.classify(torch.from_numpy(kps), torch.from_numpy(boxes))
+    pred = pred.numpy()
+    rep = report(labels, pred, kps, classes)
+    rep["ece"] = expected_calibration_error(probs, torch.from_numpy(labels))
+    rep["temperature"] = float(classifier.temperature)
+    print(f"{args.weights} ({classes}, temperature {rep['temperature']:.3f}) on "
+          f"{len(labels)} persons; min confidence {args.min_confidence}, min visible keypoints "
+          f"{args.min_visible_keypoints}; expected calibration error {rep['ece']:.4f}")
+    print(format_report(rep, classes))
+    png = os.path.join(args.output_dir, "confusion_matrix.png")
+    save_confusion_png(rep["confusion_matrix_with_unknown"], classes, png,
+                       f"{os.path.basename(args.weights)}: accuracy {rep['accuracy_all']:.3f}")
+    write_json(os.path.join(args.output_dir, "metrics.json"),
+               OrderedDict(args=vars(args), classes=classes, **rep))
+    print(f"confusion matrix PNG: {os.path.abspath(png)}")
+    return rep
 
 
 def main(argv=None):
@@ -266,24 +379,31 @@ def main(argv=None):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.weights:
+        return evaluate_weights(args)
     t0 = time.time()
+    if len(args.classes) < 2:
+        raise SystemExit(f"--classes: need at least two classes, got {list(args.classes)}")
     kps, boxes, labels, groups = load_data(args)
     C = len(args.classes)
     counts = np.bincount(labels, minlength=C)
     print("persons per class: " + ", ".join(f"{c}={n}" for c, n in zip(args.classes, counts)))
+    check_trainable(labels, groups, args.classes, args.folds)
     # keypoint types present in at least 1% of the data are used; the others (MPII: eyes, ears)
     # are masked out here and at inference
     keypoint_mask = present_keypoint_mask(kps, args.score_thresh)
     print(f"keypoints used: {[i for i in range(17) if keypoint_mask[i] > 0]}")
 
     folds = stratified_group_kfold(labels, groups, args.folds, args.seed)
-    rows, all_true, all_pred, best_epochs = [], [], [], []
+    rows, all_true, all_pred, all_idx, best_epochs, temps = [], [], [], [], [], []
+    ece_before, ece_after = [], []
     for f, (tr, va) in enumerate(folds):
         assert not set(groups[tr]) & set(groups[va]), "a person is in train and validation"
         inner_val = None
         fit = tr
         if args.inner_val > 0:
-            # model selection / LR plateau on a person-grouped split of the training folds
+            # model selection / LR plateau / temperature on a person-grouped split of the
+            # training folds
             n_inner = max(2, int(round(1.0 / args.inner_val)))
             itr, iva = stratified_group_kfold(labels[tr], groups[tr], n_inner, args.seed + 100 + f)[
                 0
@@ -293,23 +413,32 @@ def main(argv=None):
                 make_features(kps[tr[iva]], boxes[tr[iva]], args, keypoint_mask),
                 torch.from_numpy(labels[tr[iva]]),
             )
-        k_tr, b_tr, y_tr = augmented(kps[fit], boxes[fit], labels[fit], args)
+        k_tr, b_tr, y_tr = augmented(kps[fit], boxes[fit], labels[fit], args, args.seed + f)
         x_tr = make_features(k_tr, b_tr, args, keypoint_mask)
         x_va = make_features(kps[va], boxes[va], args, keypoint_mask)
         model, best_epoch = train_model(
             x_tr, torch.from_numpy(y_tr), C, args, args.seed + f, val=inner_val
         )
         best_epochs.append(best_epoch)
-        with torch.no_grad():
-            pred = model(x_va.to(args.device)).argmax(1).cpu().numpy()
+        logits = logits_of(model, x_va, args.device)
+        pred = logits.argmax(1).numpy()
+        y_va = torch.from_numpy(labels[va])
+        t = fit_temperature(logits_of(model, inner_val[0], args.device), inner_val[1]) \
+            if inner_val is not None else 1.0
+        temps.append(t)
+        ece_before.append(expected_calibration_error(logits.softmax(1), y_va))
+        ece_after.append(expected_calibration_error((logits / t).softmax(1), y_va))
         m = classification_metrics(labels[va], pred, C)
-        m.update(fold=f, n_train=int(len(tr)), n_val=int(len(va)), best_epoch=int(best_epoch))
+        m.update(fold=f, n_train=int(len(tr)), n_val=int(len(va)), best_epoch=int(best_epoch),
+                 temperature=t, ece=ece_before[-1], ece_calibrated=ece_after[-1])
         rows.append(m)
         all_true.append(labels[va])
         all_pred.append(pred)
+        all_idx.append(va)
         print(
             f"fold {f}: n_train={len(tr)} n_val={len(va)} acc={m['accuracy']:.4f} "
-            f"f1={m['f1']:.4f} best_epoch={best_epoch} ({time.time() - t0:.0f}s)",
+            f"f1={m['f1']:.4f} best_epoch={best_epoch} T={t:.3f} ECE {ece_before[-1]:.4f} -> "
+            f"{ece_after[-1]:.4f} ({time.time() - t0:.0f}s)",
             flush=True,
         )
 
@@ -319,29 +448,20 @@ def main(argv=None):
     table = [[f"fold {r['fold']}", r["n_val"]] + [r[k] for k in keys] for r in rows]
     table.append(["mean", int(sum(r["n_val"] for r in rows))] + [mean[k] for k in keys])
     table.append(["std", ""] + [std[k] for k in keys])
-    try:
-        from tabulate import tabulate
+    from tabulate import tabulate
 
-        print(
-            tabulate(
-                table,
-                headers=[
-                    "",
-                    "n_val",
-                    "precision (macro)",
-                    "recall (macro)",
-                    "F1 (macro)",
-                    "accuracy",
-                ],
-                floatfmt=".4f",
-            )
-        )
-    except ImportError:
-        for r in table:
-            print(r)
+    print(tabulate(table, headers=["", "n_val", "precision (macro)", "recall (macro)",
+                                   "F1 (macro)", "accuracy"], floatfmt=".4f"))
+    print(f"expected calibration error on the folds' validation persons: "
+          f"{np.mean(ece_before):.4f} -> {np.mean(ece_after):.4f} with the fitted temperatures "
+          f"{', '.join(f'{t:.3f}' for t in temps)}")
 
     all_true, all_pred = np.concatenate(all_true), np.concatenate(all_pred)
-    pooled = classification_metrics(all_true, all_pred, C)
+    order = np.concatenate(all_idx)
+    pooled_rep = report(all_true, all_pred, kps[order], args.classes)
+    pooled = pooled_rep["metrics"]
+    print("pooled validation predictions of all folds:")
+    print(format_report(pooled_rep, args.classes))
     png = os.path.join(args.output_dir, "confusion_matrix.png")
     save_confusion_png(
         pooled["confusion_matrix"],
@@ -349,15 +469,13 @@ def main(argv=None):
         png,
         f"{args.folds}-fold CV, row-normalised (mean acc {mean['accuracy']:.3f})",
     )
-    print(
-        "per-class recall (pooled validation): "
-        + ", ".join(f"{c}={r:.3f}" for c, r in zip(args.classes, pooled["per_class_recall"]))
-    )
     print(f"confusion matrix PNG: {os.path.abspath(png)}")
 
-    # final model on all data, for the median of the folds' best epoch counts
+    # final model on all data, for the median of the folds' best epoch counts, with the median
+    # of the folds' temperatures
     final_epochs = int(np.median(best_epochs))
-    k_all, b_all, y_all = augmented(kps, boxes, labels, args)
+    temperature = float(np.median(temps))
+    k_all, b_all, y_all = augmented(kps, boxes, labels, args, args.seed + 1000)
     final, _ = train_model(
         make_features(k_all, b_all, args, keypoint_mask),
         torch.from_numpy(y_all),
@@ -384,11 +502,12 @@ def main(argv=None):
         raise RuntimeError(f"features have {final.in_dim} values, the layout {layout['in_dim']}")
     wpath = os.path.join(args.output_dir, "activity_classifier.pth")
     save_activity_weights(
-        wpath, final.cpu(), args.classes, layout, args.hidden_dims, args.dropout, cv_mean=mean
+        wpath, final.cpu(), args.classes, layout, args.hidden_dims, args.dropout, cv_mean=mean,
+        temperature=temperature,
     )
     print(
-        f"final model (all {len(labels)} persons, {final_epochs} epochs): "
-        f"{os.path.abspath(wpath)}"
+        f"final model (all {len(labels)} persons, {final_epochs} epochs, temperature "
+        f"{temperature:.3f}): {os.path.abspath(wpath)}"
     )
 
     out = OrderedDict(
@@ -399,12 +518,15 @@ def main(argv=None):
         mean=mean,
         std=std,
         pooled=pooled,
+        slices=pooled_rep["slices"],
+        ece=float(np.mean(ece_before)),
+        ece_calibrated=float(np.mean(ece_after)),
+        temperature=temperature,
         input_layout=layout,
         keep_aspect_default=KEEP_ASPECT,
         seconds=time.time() - t0,
     )
-    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(os.path.join(args.output_dir, "metrics.json"), out)
     print(f"done in {time.time() - t0:.0f}s")
     return out
 

@@ -314,6 +314,10 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # Keypoints with a score below this count as missing for the classifier (the score is
     # MODEL.ROI_KEYPOINT_HEAD.SCORE's: a logit by default, a probability with "prob")
     _C.MODEL.ACTIVITY.KEYPOINT_THRESHOLD = 0.05
+    # "unknown" (pred_activity -1) when the top calibrated probability is below this (0: never)
+    _C.MODEL.ACTIVITY.MIN_CONFIDENCE = 0.0
+    # "unknown" when fewer keypoints than this score above KEYPOINT_THRESHOLD (0: never)
+    _C.MODEL.ACTIVITY.MIN_VISIBLE_KEYPOINTS = 0
     # Training only: before the first iteration, fit the ActivityClassifier post-processor on the
     # ground-truth poses of DATASETS.TRAIN (seconds on a CPU; saved to
     # OUTPUT_DIR/activity_classifier.pth and carried in every checkpoint). Needs

@@ -139,7 +139,9 @@ def evaluate_activity(
         coco_results: COCO results of ``category_id == person_cat_id`` with ``"activity_id"``.
         activity_classes: class names; ``activity_id`` indexes this list.
     Returns:
-        OrderedDict with ``accuracy``, ``mAP``, ``mAP50`` and, per class ``c``, ``accuracy-c``,
+        OrderedDict with ``accuracy`` (an "unknown" answer, ``activity_id < 0``, counts as
+        wrong), ``coverage`` (share of matched people given a label), ``accuracy_labelled``
+        (accuracy on those), ``mAP``, ``mAP50`` and, per class ``c``, ``accuracy-c``,
         ``AP-c``, ``AP50-c``, all in percent (NaN where undefined).
     """
     classes = list(activity_classes)
@@ -168,6 +170,7 @@ def evaluate_activity(
     # ---------------- (a) accuracy on matched detections ----------------
     num_gt = np.zeros(num_classes, dtype=np.int64)
     matched = np.zeros(num_classes, dtype=np.int64)
+    labelled = np.zeros(num_classes, dtype=np.int64)  # matched and not "unknown"
     correct = np.zeros(num_classes, dtype=np.int64)
     for img_id, anns in gt_by_img.items():
         anns = [a for a in anns if not a.get("iscrowd", 0)]
@@ -190,10 +193,17 @@ def evaluate_activity(
                 continue
             c = gt_cls[g]
             matched[c] += 1
+            labelled[c] += int(dts[d].get("activity_id", -1) >= 0)
             correct[c] += int(dts[d].get("activity_id", -1) == c)
 
     total_matched = int(matched.sum())
+    total_labelled = int(labelled.sum())
     accuracy = 100.0 * correct.sum() / total_matched if total_matched else float("nan")
+    # the classifier may answer "unknown" (activity_id < 0): how many it judged, and how well
+    coverage = 100.0 * total_labelled / total_matched if total_matched else float("nan")
+    accuracy_labelled = (
+        100.0 * correct.sum() / total_labelled if total_labelled else float("nan")
+    )
     per_class_acc = [
         100.0 * correct[c] / matched[c] if matched[c] else float("nan") for c in range(num_classes)
     ]
@@ -203,6 +213,8 @@ def evaluate_activity(
 
     results: "OrderedDict[str, float]" = OrderedDict()
     results["accuracy"] = float(accuracy)
+    results["coverage"] = float(coverage)
+    results["accuracy_labelled"] = float(accuracy_labelled)
     results["mAP"] = _nan_mean(ap)
     results["mAP50"] = _nan_mean(ap50)
     for c, name in enumerate(classes):
@@ -227,7 +239,8 @@ def evaluate_activity(
     logger.info(
         "Evaluation results for activity (accuracy on detections matched at IoU >= "
         f"{iou_threshold}: {int(correct.sum())}/{total_matched}): \n"
-        + create_small_table({k: results[k] for k in ("accuracy", "mAP", "mAP50")})
+        + create_small_table({k: results[k] for k in ("accuracy", "coverage",
+                                                      "accuracy_labelled", "mAP", "mAP50")})
     )
     logger.info("Per-activity results: \n" + table)
     return results

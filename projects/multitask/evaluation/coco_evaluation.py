@@ -139,7 +139,8 @@ def instances_to_coco_json(
             a = activity[k]
             result["activity_id"] = a
             known = activity_classes is not None and 0 <= a < len(activity_classes)
-            result["activity"] = activity_classes[a] if known else None
+            # a negative id is the classifier's "unknown" (pose too uncertain to judge)
+            result["activity"] = activity_classes[a] if known else ("unknown" if a < 0 else None)
             result["activity_score"] = activity_score[k] if activity_score is not None else 1.0
         results.append(result)
     return results

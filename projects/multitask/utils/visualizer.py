@@ -398,6 +398,8 @@ def draw_instance_predictions(
                 if act_scores is not None and a < act_scores.shape[1]:
                     text += f" {act_scores[j, a]:.2f}"
                 lines.append(text)
+            else:  # the classifier judged the pose too uncertain (MODEL.ACTIVITY.MIN_*)
+                lines.append("unknown")
         labels.append(lines)
     return _draw_people(painter, boxes, masks, keypoints, kp_style, labels, limbs, kp_colors)
 

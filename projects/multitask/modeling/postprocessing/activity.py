@@ -20,16 +20,19 @@ Dropout(0.3)`` (blog: 3072 -> 128), then ``Linear(128, n)``; it returns logits, 
 inference.
 
 Post-processor :class:`ActivityClassifier` (registry name "ActivityClassifier") adds
-``pred_activity (R,) int64`` and ``activity_scores (R, C)`` (softmax probabilities) from
-``pred_keypoints`` and ``pred_boxes``; its MLP always runs in eval mode (BatchNorm running stats).
+``pred_activity (R,) int64`` and ``activity_scores (R, C)`` (softmax probabilities of the logits
+divided by the file's calibrated ``temperature``) from ``pred_keypoints`` and ``pred_boxes``; its
+MLP always runs in eval mode (BatchNorm running stats). ``pred_activity`` is
+:data:`UNKNOWN_ACTIVITY` (-1) when the top probability is below ``MODEL.ACTIVITY.MIN_CONFIDENCE``
+or fewer than ``MIN_VISIBLE_KEYPOINTS`` keypoints are visible: the evidence is too thin to judge.
 
 Weights file (:func:`save_activity_weights`, ``tools/train_activity.py``): a dict with
 ``state_dict`` (the MLP's), ``classes``, ``hidden_dims``, ``dropout`` and ``input_layout`` =
 ``{"feature": "xy_in_box_interleaved", "num_keypoints": 17, "use_visibility", "geometry",
 "keep_aspect", "score_thresh", "keypoint_mask": [17 x 0/1], "in_dim"}`` (a file without
-``geometry`` was written without it). ``keypoint_mask`` names the keypoints the
-classifier was trained with (MPII has no eyes/ears: they are masked out at inference too, so the
-detector's eyes/ears do not meet a classifier that never saw them).
+``geometry`` was written without it), and ``temperature`` (1 when absent). ``keypoint_mask``
+names the keypoints the classifier was trained with (MPII has no eyes/ears: they are masked
+out at inference too, so the detector's eyes/ears do not meet a classifier that never saw them).
 
 Also here, for training (``tools/train_activity.py``): :func:`stratified_group_kfold` (folds split
 by person) and :func:`classification_metrics` (no sklearn needed).
@@ -67,6 +70,8 @@ __all__ = [
     "COCO_FLIP_PERMUTATION",
     "KEEP_ASPECT",
     "GEOMETRY_DIM",
+    "UNKNOWN_ACTIVITY",
+    "balanced_class_weights",
 ]
 
 # Default of the feature's square-box normalisation (stored in the weights file's input_layout;
@@ -199,6 +204,18 @@ def flip_keypoints(keypoints: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray
     return kps, b
 
 
+#: ``pred_activity`` of a person whose pose is too uncertain to judge
+UNKNOWN_ACTIVITY = -1
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Cross-entropy weights ``N / (C * n_c)``: every class weighs as much in the loss (classes
+    absent from ``labels`` get weight 0)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(float)
+    w = np.divide(len(labels), num_classes * counts, out=np.zeros_like(counts), where=counts > 0)
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
 class ActivityMLP(nn.Module):
     """``[Linear -> BatchNorm1d -> ReLU -> Dropout] * len(hidden_dims) -> Linear``; logits out."""
 
@@ -303,6 +320,8 @@ class ActivityClassifier(nn.Module):
         keep_aspect: Optional[bool] = None,
         num_keypoints: int = 17,
         load_weights: bool = True,
+        min_confidence: Optional[float] = None,
+        min_visible_keypoints: Optional[int] = None,
     ):
         super().__init__()
 
@@ -318,6 +337,13 @@ class ActivityClassifier(nn.Module):
         self.use_visibility = bool(pick(use_visibility, "MODEL.ACTIVITY.USE_VISIBILITY", True))
         self.geometry = bool(pick(geometry, "MODEL.ACTIVITY.GEOMETRY", True))
         self.score_thresh = float(pick(score_thresh, "MODEL.ACTIVITY.KEYPOINT_THRESHOLD", 0.05))
+        self.min_confidence = float(pick(min_confidence, "MODEL.ACTIVITY.MIN_CONFIDENCE", 0.0))
+        self.min_visible_keypoints = int(
+            pick(min_visible_keypoints, "MODEL.ACTIVITY.MIN_VISIBLE_KEYPOINTS", 0)
+        )
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"MODEL.ACTIVITY.MIN_CONFIDENCE must be in [0, 1], got "
+                             f"{self.min_confidence}")
         self.num_keypoints = int(num_keypoints)
         if not self.classes:
             raise ValueError("MODEL.ACTIVITY.CLASSES is empty")
@@ -329,6 +355,8 @@ class ActivityClassifier(nn.Module):
         self.register_buffer("keypoint_mask", torch.ones(self.num_keypoints))
         keep = KEEP_ASPECT if keep_aspect is None else keep_aspect
         self.register_buffer("keep_aspect_flag", torch.tensor(float(keep)))
+        # logits are divided by it: 1 = uncalibrated; a weights file carries its fitted value
+        self.register_buffer("temperature", torch.tensor(1.0))
         self.mlp = ActivityMLP(
             activity_feature_dim(self.num_keypoints, self.use_visibility, self.geometry),
             len(self.classes),
@@ -388,6 +416,11 @@ class ActivityClassifier(nn.Module):
             self.keypoint_mask.copy_(torch.as_tensor(layout["keypoint_mask"], dtype=torch.float32))
         if "keep_aspect" in layout:
             self.keep_aspect_flag.fill_(float(bool(layout["keep_aspect"])))
+        temperature = float(obj.get("temperature", 1.0))
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"{key}: activity weights file '{path}' has temperature "
+                             f"{temperature}; it must be a positive number")
+        self.temperature.fill_(temperature)
 
     def features(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return keypoints_to_activity_features(
@@ -404,11 +437,26 @@ class ActivityClassifier(nn.Module):
     def classify(
         self, keypoints: torch.Tensor, boxes: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(pred (R,) int64, probs (R, C))`` for keypoints ``(R, K, 3)`` and boxes ``(R, 4)``."""
+        """``(pred (R,) int64, probs (R, C))`` for keypoints ``(R, K, 3)`` and boxes ``(R, 4)``:
+        calibrated probabilities (logits / ``temperature``) and their argmax, or
+        :data:`UNKNOWN_ACTIVITY` below ``min_confidence`` or ``min_visible_keypoints``."""
         device = self.keypoint_mask.device
-        feats = self.features(keypoints.to(device), boxes.to(device))
-        probs = self.mlp.predict_proba(feats)
-        return probs.argmax(dim=1).to(torch.int64), probs
+        keypoints = keypoints.to(device)
+        feats = self.features(keypoints, boxes.to(device))
+        if feats.shape[0] == 0:
+            return torch.zeros((0,), dtype=torch.int64, device=device), feats.new_zeros(
+                (0, len(self.classes)))
+        was = self.mlp.training
+        self.mlp.eval()
+        try:
+            probs = F.softmax(self.mlp(feats) / self.temperature, dim=1)
+        finally:
+            self.mlp.train(was)
+        conf, pred = probs.max(dim=1)
+        visible = ((keypoints[..., 2] > self.score_thresh) & (self.keypoint_mask > 0)).sum(1)
+        unknown = (conf < self.min_confidence) | (visible < self.min_visible_keypoints)
+        pred = torch.where(unknown, torch.full_like(pred, UNKNOWN_ACTIVITY), pred)
+        return pred.to(torch.int64), probs
 
     def forward(self, batched_inputs: List[dict], results: List) -> List:
         C = len(self.classes)
@@ -452,6 +500,7 @@ def train_activity_mlp(
     seed: int = 0,
     device="cpu",
     val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    class_weights: Optional[torch.Tensor] = None,
 ) -> Tuple[ActivityMLP, int]:
     """Train an :class:`ActivityMLP` on features ``x (N, D)`` and labels ``y (N,)`` with Adam and
     cross-entropy; returns ``(model in eval mode, epoch count kept)``.
@@ -460,7 +509,8 @@ def train_activity_mlp(
     is judged on) the LR plateau (``ReduceLROnPlateau``, factor 0.1) is judged on its loss and the
     weights of the epoch with the best validation accuracy are kept; without it, on the training
     loss, and the last epoch is kept. Seeded by ``seed`` without touching the caller's global
-    random state (a trainer that fits this first keeps its own random stream).
+    random state (a trainer that fits this first keeps its own random stream). ``class_weights
+    (C,)`` weight the cross-entropy per class (e.g. :func:`balanced_class_weights`).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -469,6 +519,7 @@ def train_activity_mlp(
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=patience)
         x, y = x.to(device), y.to(device)
+        weight = None if class_weights is None else class_weights.to(device, torch.float32)
         if val is not None:
             xv, yv = val[0].to(device), val[1].to(device)
         g = torch.Generator().manual_seed(seed)
@@ -482,7 +533,7 @@ def train_activity_mlp(
                 idx = perm[s : s + batch_size]
                 if idx.numel() < 2:  # BatchNorm needs 2 samples
                     continue
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss = F.cross_entropy(model(x[idx]), y[idx], weight=weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
