@@ -15,6 +15,7 @@ from multitask.modeling.postprocessing.activity import (
     UNKNOWN_ACTIVITY,
     ActivityClassifier,
     balanced_class_weights,
+    balanced_group_weights,
     keypoints_to_activity_features,
     train_activity_mlp,
 )
@@ -128,6 +129,17 @@ def test_pose_slices():
 def test_balanced_class_weights():
     w = balanced_class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)
     assert torch.allclose(w, torch.tensor([0.5, 1.5, 0.75, 0.0]))
+
+
+def test_balanced_group_weights_hide_the_class_in_each_group():
+    labels = np.array([0, 0, 1, 0, 1, 1, 1])
+    groups = np.array([0, 0, 0, 1, 1, 1, 1])
+    w = balanced_group_weights(labels, groups, 2).numpy()
+    for g in (0, 1):
+        per_class = [w[(groups == g) & (labels == c)].sum() for c in (0, 1)]
+        assert per_class[0] == pytest.approx(per_class[1])
+    assert w[groups == 0].sum() / w[groups == 1].sum() == pytest.approx(3 / 4)
+    assert w.mean() == pytest.approx(1.0)
 
 
 def test_temperature_scaling_lowers_the_calibration_error():

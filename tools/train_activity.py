@@ -14,10 +14,12 @@ K-fold cross-validation with folds split by person (stratified, no person in two
 (``--lr``), ``ReduceLROnPlateau`` (factor 0.1) and best-epoch selection on an inner, person-grouped
 ``--inner-val`` split of each training split (never the fold's validation persons).
 
-Trained for the pose, not for which joints are visible: mirrored copies of the training poses
-(``--no-flip-aug``), ``--aug-copies`` copies rotated / scaled about the box centre that lose, with
-``--occlusion-prob``, a random limb, the legs, the lower body or one side -- in every class alike
-(``multitask.data.pose_augment``) -- and a class-balanced cross-entropy (``--no-balance``).
+Trained for the pose, not for which joints are visible (``multitask.data.pose_augment``):
+mirrored copies of the training poses (``--no-flip-aug``); ``--aug-copies`` copies rotated and
+scaled about the box centre that take, with ``--transplant-prob``, the missing joints of a person
+of another class and lose, with ``--occlusion-prob``, a random limb, the legs, the lower body or
+one side; and a cross-entropy weighted so that every class weighs the same within each
+visibility group (full body, upper body only, between; ``--balance``).
 Calibrated: the logits' temperature is fitted on each fold's inner split (the expected calibration
 error on the fold's validation persons is printed before and after) and the median is saved.
 
@@ -51,13 +53,14 @@ from collections import Counter, OrderedDict
 import numpy as np
 import torch
 
-from multitask.data.pose_augment import augment_poses
+from multitask.data.pose_augment import augment_poses, visibility_groups
 from multitask.evaluation.activity_report import format_report, report, save_confusion_png
 from multitask.evaluation.calibration import expected_calibration_error, fit_temperature
 from multitask.modeling.postprocessing.activity import (
     KEEP_ASPECT,
     ActivityClassifier,
     balanced_class_weights,
+    balanced_group_weights,
     classification_metrics,
     keypoints_to_activity_features,
     load_activity_weights,
@@ -111,8 +114,10 @@ def parse_args(argv=None):
                    help="probability that a copy loses the joints a person of another class lacks")
     p.add_argument("--occlusion-prob", type=float, default=0.3,
                    help="probability that a copy loses a limb, the legs, the lower body or a side")
-    p.add_argument("--no-balance", action="store_true",
-                   help="plain cross-entropy instead of class-balanced weights")
+    p.add_argument("--balance", default="visibility", choices=["none", "class", "visibility"],
+                   help="loss weights: none; every class alike; every class alike within each "
+                   "visibility group (full body, upper body only, between), so that how much of "
+                   "the body is visible does not tell the class")
     p.add_argument(
         "--image-root",
         default=None,
@@ -294,10 +299,16 @@ def make_features(kps, boxes, args, keypoint_mask):
     )
 
 
-def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
+def train_model(x, y, num_classes, args, seed, val=None, epochs=None, kps=None):
     """Train an ActivityMLP with the command line's settings; returns (model, epochs kept)
-    (see ``train_activity_mlp``: ``val`` is an inner split of the training data)."""
-    weights = None if args.no_balance else balanced_class_weights(y.numpy(), num_classes)
+    (see ``train_activity_mlp``: ``val`` is an inner split of the training data; ``kps`` the
+    training poses, for ``--balance visibility``)."""
+    weights = samples = None
+    if args.balance == "class":
+        weights = balanced_class_weights(y.numpy(), num_classes)
+    elif args.balance == "visibility":
+        samples = balanced_group_weights(y.numpy(), visibility_groups(kps, args.score_thresh),
+                                         num_classes)
     return train_activity_mlp(
         x,
         y,
@@ -312,6 +323,7 @@ def train_model(x, y, num_classes, args, seed, val=None, epochs=None):
         device=args.device,
         val=val,
         class_weights=weights,
+        sample_weights=samples,
     )
 
 
@@ -417,7 +429,7 @@ def main(argv=None):
         x_tr = make_features(k_tr, b_tr, args, keypoint_mask)
         x_va = make_features(kps[va], boxes[va], args, keypoint_mask)
         model, best_epoch = train_model(
-            x_tr, torch.from_numpy(y_tr), C, args, args.seed + f, val=inner_val
+            x_tr, torch.from_numpy(y_tr), C, args, args.seed + f, val=inner_val, kps=k_tr
         )
         best_epochs.append(best_epoch)
         logits = logits_of(model, x_va, args.device)
@@ -483,6 +495,7 @@ def main(argv=None):
         args,
         args.seed + 1000,
         epochs=final_epochs,
+        kps=k_all,
     )
     # the file's input layout is the one the post-processor reads back: ask a classifier built
     # with these settings rather than write the dict twice

@@ -118,4 +118,11 @@ def pose_slices(keypoints: np.ndarray, thresh: float = 0.0) -> Dict[str, np.ndar
     }
 
 
-__all__ = ["OCCLUSION_PATTERNS", "occlude", "augment_poses", "pose_slices"]
+def visibility_groups(keypoints: np.ndarray, thresh: float = 0.0) -> np.ndarray:
+    """``(N,)`` int: 0 full body, 1 upper body only, 2 anything between (see
+    :func:`pose_slices`), the groups within which training balances the classes."""
+    s = pose_slices(keypoints, thresh)
+    return np.where(s["full_body"], 0, np.where(s["upper_body_only"], 1, 2))
+
+
+__all__ = ["OCCLUSION_PATTERNS", "occlude", "augment_poses", "pose_slices", "visibility_groups"]

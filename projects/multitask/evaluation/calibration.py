@@ -12,8 +12,11 @@ import torch.nn.functional as F
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
-    """The temperature ``T > 0`` that minimises the cross-entropy of ``softmax(logits / T)``
-    on held-out ``logits (N, C)`` and ``labels (N,)`` (L-BFGS on ``log T``, starting at 1)."""
+    """The temperature ``T`` in [0.5, 10] that minimises the cross-entropy of
+    ``softmax(logits / T)`` on held-out ``logits (N, C)`` and ``labels (N,)`` (L-BFGS on
+    ``log T``, starting at 1). The bounds keep a small held-out set that the model happens to
+    classify perfectly (where the likelihood grows without end as ``T -> 0``) from making it
+    arbitrarily over-confident."""
     logits = logits.detach().double()
     labels = labels.detach().long()
     if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
@@ -29,7 +32,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     opt.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.5, 10.0))
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:

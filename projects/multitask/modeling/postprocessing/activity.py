@@ -72,6 +72,7 @@ __all__ = [
     "GEOMETRY_DIM",
     "UNKNOWN_ACTIVITY",
     "balanced_class_weights",
+    "balanced_group_weights",
 ]
 
 # Default of the feature's square-box normalisation (stored in the weights file's input_layout;
@@ -214,6 +215,23 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(float)
     w = np.divide(len(labels), num_classes * counts, out=np.zeros_like(counts), where=counts > 0)
     return torch.as_tensor(w, dtype=torch.float32)
+
+
+def balanced_group_weights(labels: np.ndarray, groups: np.ndarray,
+                           num_classes: int) -> torch.Tensor:
+    """Per-sample weights under which every class weighs the same *within* every group (e.g.
+    how much of the body is visible), and every group by its size: ``w = n_g / (C_g * n_gc)``
+    for a sample of class ``c`` in group ``g`` with ``C_g`` classes present. The class then
+    cannot be read from the group."""
+    labels = np.asarray(labels, dtype=np.int64)
+    groups = np.asarray(groups)
+    w = np.zeros(len(labels), dtype=np.float64)
+    for g in np.unique(groups):
+        in_g = groups == g
+        counts = np.bincount(labels[in_g], minlength=num_classes)
+        present = int((counts > 0).sum())
+        w[in_g] = in_g.sum() / (present * counts[labels[in_g]])
+    return torch.as_tensor(w / max(w.mean(), 1e-12), dtype=torch.float32)
 
 
 class ActivityMLP(nn.Module):
@@ -501,6 +519,7 @@ def train_activity_mlp(
     device="cpu",
     val: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     class_weights: Optional[torch.Tensor] = None,
+    sample_weights: Optional[torch.Tensor] = None,
 ) -> Tuple[ActivityMLP, int]:
     """Train an :class:`ActivityMLP` on features ``x (N, D)`` and labels ``y (N,)`` with Adam and
     cross-entropy; returns ``(model in eval mode, epoch count kept)``.
@@ -510,7 +529,9 @@ def train_activity_mlp(
     weights of the epoch with the best validation accuracy are kept; without it, on the training
     loss, and the last epoch is kept. Seeded by ``seed`` without touching the caller's global
     random state (a trainer that fits this first keeps its own random stream). ``class_weights
-    (C,)`` weight the cross-entropy per class (e.g. :func:`balanced_class_weights`).
+    (C,)`` weight the cross-entropy per class (e.g. :func:`balanced_class_weights`),
+    ``sample_weights (N,)`` per training sample (e.g. :func:`balanced_group_weights`); the
+    loss is then the weighted mean.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -520,6 +541,7 @@ def train_activity_mlp(
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=patience)
         x, y = x.to(device), y.to(device)
         weight = None if class_weights is None else class_weights.to(device, torch.float32)
+        sw = None if sample_weights is None else sample_weights.to(device, torch.float32)
         if val is not None:
             xv, yv = val[0].to(device), val[1].to(device)
         g = torch.Generator().manual_seed(seed)
@@ -533,7 +555,11 @@ def train_activity_mlp(
                 idx = perm[s : s + batch_size]
                 if idx.numel() < 2:  # BatchNorm needs 2 samples
                     continue
-                loss = F.cross_entropy(model(x[idx]), y[idx], weight=weight)
+                if sw is None:
+                    loss = F.cross_entropy(model(x[idx]), y[idx], weight=weight)
+                else:
+                    per = F.cross_entropy(model(x[idx]), y[idx], weight=weight, reduction="none")
+                    loss = (per * sw[idx]).sum() / sw[idx].sum().clamp(min=1e-12)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
