@@ -215,11 +215,15 @@ def _build(config: Path, *overrides):
 # stores bytes as latin1 text and took ~5 s for these 240 MB; the reader takes each array the
 # same way under either.
 # ---------------------------------------------------------------------------------------------
+def _d2_file(tmp_path_factory, name: str, seed: int, keypoints: bool, masks: bool):
+    arrays = d2_random_arrays(d2_r50_fpn_shapes(1, keypoints=keypoints, masks=masks), seed=seed)
+    path = tmp_path_factory.mktemp("d2") / name
+    return write_d2_pkl(path, arrays, protocol=4), arrays
+
+
 @pytest.fixture(scope="module")
 def keypoint_file(tmp_path_factory):
-    arrays = d2_random_arrays(d2_r50_fpn_shapes(1, keypoints=True, masks=False), seed=1)
-    path = tmp_path_factory.mktemp("d2") / "model_final_a6e10b.pkl"
-    return write_d2_pkl(path, arrays, protocol=4), arrays
+    return _d2_file(tmp_path_factory, "model_final_a6e10b.pkl", 1, keypoints=True, masks=False)
 
 
 @pytest.fixture(scope="module")
@@ -335,9 +339,7 @@ def test_keypoint_values_land_where_they_should(keypoint_file, keypoint_model):
 
 @pytest.fixture(scope="module")
 def mask_file(tmp_path_factory):
-    arrays = d2_random_arrays(d2_r50_fpn_shapes(1, keypoints=False, masks=True), seed=2)
-    path = tmp_path_factory.mktemp("d2") / "mask_rcnn_person.pkl"
-    return write_d2_pkl(path, arrays, protocol=4), arrays
+    return _d2_file(tmp_path_factory, "mask_rcnn_person.pkl", 2, keypoints=False, masks=True)
 
 
 @pytest.fixture(scope="module")
