@@ -332,6 +332,8 @@ def test_checkpoint_in_previous_names_loads(tmp_path):
         old[k] = v
     assert any(k.startswith("roi_heads.keypoint_head_.score_lowres.") for k in old)
     assert any(k.startswith("roi_heads.mask_convs.") for k in old)
+    # as a DistributedDataParallel model's state dict would be saved
+    old = {"module." + k: v for k, v in old.items()}
     torch.save({"model": old, "iteration": 3}, tmp_path / "old.pth")
     torch.manual_seed(1)
     dst = build_model(cfg)

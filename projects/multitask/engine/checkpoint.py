@@ -187,6 +187,8 @@ class MultiTaskCheckpointer(Checkpointer):
         if not isinstance(state, dict):
             raise RuntimeError(f"Checkpoint '{filename}': 'model' holds a "
                                f"{type(state).__name__}, not a state dict")
+        if state and all(k.startswith("module.") for k in state):  # saved from (D)DP
+            state = OrderedDict((k[len("module."):], v) for k, v in state.items())
         if is_torchvision_resnet_state_dict(state):
             kind, fmt = "torchvision ImageNet ResNet", "RGB"
             state = OrderedDict(
