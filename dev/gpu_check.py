@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -49,26 +51,32 @@ def run_stage(name: str, cmd: List[str], log_path: Path, timeout: float,
               env: Optional[Dict[str, str]] = None) -> Tuple[int, float, str]:
     """Run ``cmd`` from the repository root, echoing and logging its output.
 
-    Returns ``(exit code, seconds, output)``; a stage past ``timeout`` is killed and gets 124."""
+    Returns ``(exit code, seconds, output)``; a stage past ``timeout`` -- printing or silent --
+    is killed with the processes it started and gets 124."""
     print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     lines: List[str] = []
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env={**os.environ, **(env or {})})
-        try:
-            deadline = t0 + timeout
+                                text=True, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+
+        def pump() -> None:  # a reader thread, so that a silent stage cannot block the timeout
             for line in proc.stdout:  # type: ignore[union-attr]
                 lines.append(line)
                 log.write(line)
                 sys.stdout.write(line)
-                if time.perf_counter() > deadline:
-                    raise subprocess.TimeoutExpired(cmd, timeout)
-            rc = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers
             proc.wait()
             rc = 124
+        reader.join()
+        if rc == 124:
             lines.append(f"[gpu_check] {name} killed after {timeout:.0f} s\n")
             log.write(lines[-1])
     sys.stdout.flush()

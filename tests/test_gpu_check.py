@@ -108,3 +108,7 @@ def test_stage_timeout_kills(tmp_path):
                    "    print(i, flush=True); time.sleep(0.1)"], tmp_path / "s.log", 0.5)
     assert rc == 124 and sec < 4
     assert "killed after" in (tmp_path / "s.log").read_text()
+    # a stage that prints nothing (a hang) is killed at its time too
+    rc, sec, _ = gpu_check.run_stage(
+        "silent", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "q.log", 0.5)
+    assert rc == 124 and sec < 4
