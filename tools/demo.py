@@ -55,6 +55,7 @@ from multitask.data import ImageReadError, read_image
 from multitask.engine import DefaultPredictor
 from multitask.engine.defaults import seed_all, setup_cfg
 from multitask.evaluation import instances_to_coco_json
+from multitask.structures import activity_name
 from multitask.utils.logger import setup_logger
 from multitask.utils.visualizer import KEYPOINT_THRESHOLD, draw_instance_predictions
 
@@ -204,8 +205,7 @@ def summarize(name: str, instances, activity_classes, seconds: float) -> str:
         text += ")"
         if instances.has("pred_activity"):
             names = [
-                activity_classes[a] if 0 <= a < len(activity_classes)
-                else ("unknown" if a < 0 else f"activity {a}")
+                activity_name(a, activity_classes) or f"activity {a}"
                 for a in instances.pred_activity.tolist()
             ]
             text += "; activities: " + ", ".join(f"{k} {v}" for k, v in Counter(names).items())

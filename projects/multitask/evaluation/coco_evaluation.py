@@ -20,6 +20,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..structures.activity import activity_name
 from ..utils import comm
 from .activity_evaluation import evaluate_activity, has_activity_annotations, infer_activity_classes
 from .evaluator import DatasetEvaluator
@@ -138,9 +139,7 @@ def instances_to_coco_json(
         if activity is not None:
             a = activity[k]
             result["activity_id"] = a
-            known = activity_classes is not None and 0 <= a < len(activity_classes)
-            # a negative id is the classifier's "unknown" (pose too uncertain to judge)
-            result["activity"] = activity_classes[a] if known else ("unknown" if a < 0 else None)
+            result["activity"] = activity_name(a, activity_classes)
             result["activity_score"] = activity_score[k] if activity_score is not None else 1.0
         results.append(result)
     return results

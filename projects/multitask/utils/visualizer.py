@@ -36,6 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ..structures.activity import activity_name
+
 __all__ = [
     "draw_instance_predictions",
     "draw_ground_truth",
@@ -392,14 +394,10 @@ def draw_instance_predictions(
         lines = [f"{name} {scores[i]:.2f}" if scores is not None else name]
         if act is not None:
             a = int(act[j])
-            if a >= 0:
-                known = activity_classes is not None and a < len(activity_classes)
-                text = activity_classes[a] if known else f"activity {a}"
-                if act_scores is not None and a < act_scores.shape[1]:
-                    text += f" {act_scores[j, a]:.2f}"
-                lines.append(text)
-            else:  # the classifier judged the pose too uncertain (MODEL.ACTIVITY.MIN_*)
-                lines.append("unknown")
+            text = activity_name(a, activity_classes) or f"activity {a}"
+            if 0 <= a and act_scores is not None and a < act_scores.shape[1]:
+                text += f" {act_scores[j, a]:.2f}"
+            lines.append(text)
         labels.append(lines)
     return _draw_people(painter, boxes, masks, keypoints, kp_style, labels, limbs, kp_colors)
 

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...structures.activity import UNKNOWN_ACTIVITY
 from ...utils.file_io import atomic_write
 from .prn import _cfg_get, _load_state_dict_checked
 from .registry import POSTPROCESSOR_REGISTRY
@@ -205,10 +206,6 @@ def flip_keypoints(keypoints: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray
     return kps, b
 
 
-#: ``pred_activity`` of a person whose pose is too uncertain to judge
-UNKNOWN_ACTIVITY = -1
-
-
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Cross-entropy weights ``N / (C * n_c)``: every class weighs as much in the loss (classes
     absent from ``labels`` get weight 0)."""
@@ -263,14 +260,15 @@ class ActivityMLP(nn.Module):
         return self.layers(x)
 
     @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities ``(R, C)`` in eval mode (mode restored afterwards)."""
+    def predict_proba(self, x: torch.Tensor, temperature=1.0) -> torch.Tensor:
+        """Softmax probabilities ``(R, C)`` of the logits divided by ``temperature``, in eval
+        mode (mode restored afterwards)."""
         was = self.training
         self.eval()
         try:
             if x.shape[0] == 0:
                 return x.new_zeros((0, self.num_classes))
-            return F.softmax(self.forward(x), dim=1)
+            return F.softmax(self.forward(x) / temperature, dim=1)
         finally:
             self.train(was)
 
@@ -460,16 +458,10 @@ class ActivityClassifier(nn.Module):
         :data:`UNKNOWN_ACTIVITY` below ``min_confidence`` or ``min_visible_keypoints``."""
         device = self.keypoint_mask.device
         keypoints = keypoints.to(device)
-        feats = self.features(keypoints, boxes.to(device))
-        if feats.shape[0] == 0:
-            return torch.zeros((0,), dtype=torch.int64, device=device), feats.new_zeros(
-                (0, len(self.classes)))
-        was = self.mlp.training
-        self.mlp.eval()
-        try:
-            probs = F.softmax(self.mlp(feats) / self.temperature, dim=1)
-        finally:
-            self.mlp.train(was)
+        probs = self.mlp.predict_proba(self.features(keypoints, boxes.to(device)),
+                                       self.temperature)
+        if probs.shape[0] == 0:
+            return torch.zeros((0,), dtype=torch.int64, device=device), probs
         conf, pred = probs.max(dim=1)
         visible = ((keypoints[..., 2] > self.score_thresh) & (self.keypoint_mask > 0)).sum(1)
         unknown = (conf < self.min_confidence) | (visible < self.min_visible_keypoints)
