@@ -212,7 +212,7 @@ class MultiTaskCheckpointer(Checkpointer):
         # FrozenBatchNorm2d keeps no batch counter; nor does anything the model lacks
         for k in [k for k in state if k.endswith("num_batches_tracked") and k not in own]:
             del state[k]
-        self._convert_colour_order(state, own, src)
+        self._convert_colour_order(state, src)
         self._select_person_classes(state, own, src)
         self._fit_offset_refinement(state, own, src)
         self._check_backbone_filled(state, own, src)
@@ -225,7 +225,7 @@ class MultiTaskCheckpointer(Checkpointer):
     def _log_incompatible_keys(self, incompatible) -> None:
         """fvcore's own list is replaced by :meth:`_report`'s table."""
 
-    def _convert_colour_order(self, state: Dict[str, torch.Tensor], own, src) -> None:
+    def _convert_colour_order(self, state: Dict[str, torch.Tensor], src) -> None:
         fmt = src.get("format")
         if fmt is None or fmt == self.input_format or _CONV1 not in state:
             return

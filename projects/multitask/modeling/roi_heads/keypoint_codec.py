@@ -153,6 +153,12 @@ KEYPOINT_DECODERS = ("subcell", "bicubic")
 KEYPOINT_SCORES = ("logit", "prob")
 
 
+def _peak_probability(maps: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """``exp(peak) / sum(exp(maps))`` over the last axis of ``maps (..., S*S)`` for ``peak
+    (...)``: the softmax of the map at its peak (detectron2's keypoint probability)."""
+    return 1.0 / torch.exp(maps - peak.unsqueeze(-1)).sum(dim=-1)
+
+
 def heatmaps_to_keypoints(
     heatmaps: torch.Tensor, rois: torch.Tensor, score: str = "logit"
 ) -> torch.Tensor:
@@ -191,7 +197,7 @@ def heatmaps_to_keypoints(
     x = x0 + u * bw / w
     y = y0 + v * bh / h
     if score == "prob":
-        peak = 1.0 / torch.exp(flat - peak.unsqueeze(2)).sum(dim=2)
+        peak = _peak_probability(flat, peak)
     return torch.stack([x, y, peak], dim=2)
 
 
@@ -229,8 +235,7 @@ def heatmaps_to_keypoints_bicubic(
         out[i, :, 1] = (row.to(heatmaps.dtype) + 0.5) * (heights[i] / mh) + rois[i, 1]
         peak = resized[kk, row, col]
         if score == "prob":
-            low = heatmaps[i].reshape(k, -1)
-            peak = 1.0 / torch.exp(low - peak[:, None]).sum(dim=1)
+            peak = _peak_probability(heatmaps[i].reshape(k, -1), peak)
         out[i, :, 2] = peak
     return out
 
