@@ -255,6 +255,11 @@ def test_weights_missing_and_mismatched(tmp_path):
     assert torch.equal(loaded.fc1.weight, net.fc1.weight)
     wrong = str(tmp_path / "prn_hidden8.pth")
     PoseResidualNetwork(heatmap_size=HS, hidden_dim=8).save(wrong)
+    # a file that records its layout is refused naming the key to change
+    with pytest.raises(ValueError, match="prn_hidden8.pth.*hidden_dim 8.*MODEL.PRN.HIDDEN_DIM"):
+        PoseResidualNetwork(_cfg(WEIGHTS=wrong))
+    # a bare state dict by its shapes
+    torch.save(PoseResidualNetwork(heatmap_size=HS, hidden_dim=8).state_dict(), wrong)
     with pytest.raises(RuntimeError, match="prn_hidden8.pth") as e:
         PoseResidualNetwork(_cfg(WEIGHTS=wrong))
     assert "shape" in str(e.value)

@@ -27,22 +27,18 @@ import contextlib
 import io
 import json
 import os
-import sys
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_prn import load_people_from_json  # noqa: E402
-
-from multitask.modeling.postprocessing.prn import (  # noqa: E402
+from multitask.engine.prn_training import people_from_coco_json, prn_assign_ground_truth
+from multitask.modeling.postprocessing.prn import (
     SNAP_RADIUS,
     PoseResidualNetwork,
-    decode_prn_output,
     enlarge_boxes,
     load_prn_weights,
-    snap_to_candidates,
+    read_prn_weights,
 )
 
 
@@ -63,10 +59,11 @@ def parse_args(argv=None):
 
 
 def build_prn(path, device):
-    meta = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(meta, dict) or "state_dict" not in meta:
-        raise RuntimeError(
-            f"'{path}' is not a PRN weights file of tools/train_prn.py "
+    """The PRN a weights file of ``tools/train_prn.py`` describes, with its weights."""
+    _, meta = read_prn_weights(path, key="--weights")
+    if "heatmap_size" not in meta or "hidden_dim" not in meta:
+        raise SystemExit(
+            f"--weights: '{path}' is not a PRN weights file of tools/train_prn.py "
             "(needs heatmap_size / hidden_dim next to the state_dict)"
         )
     net = PoseResidualNetwork(
@@ -74,6 +71,8 @@ def build_prn(path, device):
         hidden_dim=int(meta["hidden_dim"]),
         margin=float(meta.get("margin", 0.1)),
         sigma=float(meta.get("sigma", 1.0)),
+        num_keypoints=int(meta.get("num_keypoints", 17)),
+        variant=str(meta.get("variant", "residual_mlp")),
     )
     load_prn_weights(net, path, key="--weights")
     return net.to(device).eval()
@@ -96,17 +95,6 @@ def baseline_assign(boxes: torch.Tensor, kps_all: torch.Tensor, margin: float) -
     out[..., 1] = torch.where(none, cy[:, None].expand_as(best), out[..., 1])
     out[..., 2] = (~none).float()
     return out
-
-
-@torch.no_grad()
-def prn_assign(net, boxes, kps_all, snap_radius):
-    x = net.encode(boxes, kps_all)
-    probs = net.predict(x)
-    dec = decode_prn_output(probs, boxes, net.margin)
-    xy, _ = snap_to_candidates(
-        dec, boxes, kps_all, net.heatmap_size, net.margin, snap_radius, net.score_thresh
-    )
-    return torch.cat([xy, dec[..., 2:3]], dim=2)
 
 
 def coco_eval(coco_gt, results, img_ids):
@@ -135,7 +123,7 @@ def main(argv=None):
     cat_id = coco_gt.getCatIds(catNms=["person"]) or coco_gt.getCatIds()
     cat_id = cat_id[0]
     net = build_prn(args.weights, torch.device(args.device))
-    images = load_people_from_json(args.json)
+    images = people_from_coco_json(args.json)
     methods = OrderedDict((m, []) for m in ("prn", "baseline", "oracle"))
     correct = {m: [0, 0] for m in methods}
     img_all, img_multi = set(), set()
@@ -150,9 +138,7 @@ def main(argv=None):
         boxes = torch.from_numpy(im["boxes"][t])
         own = kps_all[t]
         outs = {
-            "prn": prn_assign(
-                net, boxes.to(args.device), kps_all.to(args.device), args.snap_radius
-            ).cpu(),
+            "prn": prn_assign_ground_truth(net, boxes, kps_all, args.snap_radius),
             "baseline": baseline_assign(boxes, kps_all, net.margin),
             "oracle": own.clone(),
         }

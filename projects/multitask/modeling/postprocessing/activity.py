@@ -48,8 +48,8 @@ from torch import nn
 
 from ...structures.activity import UNKNOWN_ACTIVITY
 from ...utils.file_io import atomic_write
-from .prn import _cfg_get, _load_state_dict_checked
 from .registry import POSTPROCESSOR_REGISTRY
+from .weights_io import cfg_get, load_state_dict_checked
 
 __all__ = [
     "keypoints_to_activity_features",
@@ -342,7 +342,7 @@ class ActivityClassifier(nn.Module):
         super().__init__()
 
         def pick(value, key, default):
-            return value if value is not None else _cfg_get(cfg, key, default)
+            return value if value is not None else cfg_get(cfg, key, default)
 
         self.classes = list(
             pick(classes, "MODEL.ACTIVITY.CLASSES", ["walking", "running", "sitting", "standing"])
@@ -379,7 +379,9 @@ class ActivityClassifier(nn.Module):
             self.hidden_dims,
             self.dropout_p,
         )
-        weights = _cfg_get(cfg, "MODEL.ACTIVITY.WEIGHTS", "") if load_weights else ""
+        # where the weights came from: "" while untrained, a file, or "fitted"
+        self.weights_source = ""
+        weights = cfg_get(cfg, "MODEL.ACTIVITY.WEIGHTS", "") if load_weights else ""
         if weights:
             self.load_weights(weights)
 
@@ -427,7 +429,7 @@ class ActivityClassifier(nn.Module):
                 f"{key}: activity weights file '{path}' expects {layout['num_keypoints']} "
                 f"keypoints, the model has {self.num_keypoints}"
             )
-        _load_state_dict_checked(self.mlp, obj["state_dict"], path, key, "activity classifier")
+        load_state_dict_checked(self.mlp, obj["state_dict"], path, key, "activity classifier")
         if "keypoint_mask" in layout:
             self.keypoint_mask.copy_(torch.as_tensor(layout["keypoint_mask"], dtype=torch.float32))
         if "keep_aspect" in layout:
@@ -437,6 +439,7 @@ class ActivityClassifier(nn.Module):
             raise ValueError(f"{key}: activity weights file '{path}' has temperature "
                              f"{temperature}; it must be a positive number")
         self.temperature.fill_(temperature)
+        self.weights_source = path
 
     def features(self, keypoints: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         return keypoints_to_activity_features(

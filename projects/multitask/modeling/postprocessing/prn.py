@@ -1,29 +1,31 @@
 """Pose Residual Network (MultiPoseNet, Kocabas et al. 2018) as a post-processor.
 
-The PRN assigns keypoints to people. For one person box, its input is a ``(17, H, W)`` stack of
-heatmaps (MultiPoseNet: ``H x W = 56 x 36``) drawn over the box enlarged by ``margin`` of its size
-on every side, with a Gaussian peak (std ``sigma`` heatmap cells, peak 1, peaks of one channel
-max-combined) for every keypoint of *every* person that falls inside it. Its output is, per
-keypoint channel, a probability map (softmax over the ``H * W`` cells) whose peak is where that
-box's own keypoint is. The network is a residual MLP::
+The PRN assigns keypoints to people. For one person box, its input is a ``(K, H, W)`` stack of
+heatmaps holding every keypoint of *every* person inside the enlarged box
+(:mod:`.prn_codec` draws and reads them, with its one cell convention); its output is a
+probability map per keypoint type whose peak is where that box's own keypoint is.
 
-    x (17, H, W) -> flatten -> Linear(17 H W, hidden) -> ReLU -> Dropout -> Linear(hidden, 17 H W)
-      -> + flatten(x)  (residual)  -> view (17, H*W) -> softmax over H*W per channel
+Two layer stacks (``MODEL.PRN.VARIANT``), both residual MLPs on the flattened input ``x``::
 
-Coordinates (encode and decode are exact inverses up to the cell quantisation):
-the enlarged box is ``[x0 - m w, y0 - m h, x1 + m w, y1 + m h]``; its cells are ``cw = W_box / W``
-wide and ``ch = H_box / H`` high; a point ``(x, y)`` lies at continuous cell coordinates
-``u = (x - ex0) / cw - 0.5``, ``v = (y - ey0) / ch - 0.5`` (cell centres at integers), and cell
-``(i, j)`` decodes to ``(ex0 + (j + 0.5) cw, ey0 + (i + 0.5) ch)``. A lone keypoint therefore comes
-back within half a cell of where it was.
+    "residual_mlp" (default):  Linear(K H W, hidden) -> ReLU -> Dropout -> Linear(hidden, K H W)
+                               -> + x -> softmax over the H*W cells of each keypoint channel
+    "multiposenet":            Linear(K H W, hidden) -> ReLU -> Dropout -> Linear(hidden, K H W)
+                               -> ReLU -> + x -> one softmax over all K*H*W cells
+
+"multiposenet" is the original Keras model (Dense 1024 -> Dropout 0.5 -> Dense with ReLU ->
+residual add -> softmax over the flattened output). Its joint softmax restricted to one channel
+and renormalised is the per-channel softmax of the same logits, so both variants decode the same
+way (:meth:`PoseResidualNetwork.predict`, per-channel probabilities); they differ in the ReLU and
+in what the loss normalises.
 
 Training loss (:func:`prn_loss`), MultiPoseNet's formulation: binary cross-entropy between the
 *softmax-activated* output ``p`` and the target heatmap ``t`` of the box's own keypoints (Gaussian,
-peak 1, same ``sigma``), summed over the ``H * W`` cells of a channel and averaged over the channels
-whose keypoint is labelled and inside the box (an all-zero target cannot be reached by a softmax,
-so unlabelled channels are left out). ``log p`` is computed as ``log_softmax`` and
-``log(1 - p)`` as ``log1p(-p)`` clamped, so the loss is stable. ``kind="ce"`` gives the
-soft-target cross-entropy ``-sum t' log p`` with ``t' = t / sum t`` instead.
+peak 1, same ``sigma``), summed over the cells. With the per-channel softmax it is averaged over
+the channels whose keypoint is labelled and inside the box (an all-zero target cannot be reached
+by a softmax, so unlabelled channels are left out); with the joint softmax (``joint=True``) over
+the samples. ``log p`` is computed as ``log_softmax`` and ``log(1 - p)`` as ``log1p(-p)`` clamped,
+so the loss is stable. ``kind="ce"`` gives the soft-target cross-entropy ``-sum t' log p`` with
+``t' = t / sum t`` instead.
 
 Post-processing rule (:class:`PoseResidualNetwork`.forward), per image with ``R`` detections:
 
@@ -39,7 +41,9 @@ Post-processing rule (:class:`PoseResidualNetwork`.forward), per image with ``R`
 4. where the PRN confidence is < ``MODEL.PRN.MIN_CONFIDENCE`` the keypoint head's keypoint is kept
    unchanged (an untrained PRN, whose output is near-uniform, changes nothing);
 5. ``pred_keypoints[..., 2]`` (the score) stays the keypoint head's score for that box and
-   keypoint type; the PRN confidence is stored in a new field ``prn_confidence (R, 17)``.
+   keypoint type; the PRN confidence is stored in a new field ``prn_confidence (R, K)`` and the
+   keypoint head's keypoints in ``pred_keypoints_before_prn (R, K, 3)`` (what
+   ``TEST.EVAL_KEYPOINTS_BEFORE_PRN`` scores).
 """
 
 import math
@@ -50,7 +54,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .prn_codec import (
+    KEYPOINT_SCORE_THRESH,
+    SNAP_RADIUS,
+    SOURCE_BOX_SCORE_THRESH,
+    decode_prn_output,
+    encode_prn_input,
+    encode_prn_inputs,
+    enlarge_boxes,
+    snap_to_candidates,
+)
 from .registry import POSTPROCESSOR_REGISTRY
+from .weights_io import cfg_get, load_state_dict_checked
 
 __all__ = [
     "enlarge_boxes",
@@ -65,193 +80,11 @@ __all__ = [
     "KEYPOINT_SCORE_THRESH",
     "SOURCE_BOX_SCORE_THRESH",
     "SNAP_RADIUS",
+    "PRN_VARIANTS",
 ]
 
-# Defaults of the functions below and of MODEL.PRN.KEYPOINT_THRESHOLD / SOURCE_SCORE_THRESH /
-# SNAP_RADIUS (config/defaults.py).
-# Keypoints with score (or COCO visibility) above this are drawn into the PRN input.
-KEYPOINT_SCORE_THRESH = 0.05
-# Detections with a box score below this contribute their keypoints only to their own box.
-SOURCE_BOX_SCORE_THRESH = 0.3
-# The decoded PRN peak is snapped to the nearest candidate keypoint (of the same type, inside the
-# enlarged box) within this many cells; inf: always, so the PRN picks one of the detected
-# keypoints; 0 disables snapping. (In the config, a negative MODEL.PRN.SNAP_RADIUS means inf.)
-SNAP_RADIUS = float("inf")
-# Elements of the (chunk, P, 17, H, W) rendering tensor per chunk, to bound memory
-_RENDER_CHUNK_ELEMENTS = 1 << 25
-
-
-def enlarge_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
-    """Boxes ``(R, 4)`` XYXY enlarged by ``margin`` of their width/height on every side.
-
-    Widths and heights below 1 pixel are treated as 1 pixel.
-    """
-    boxes = boxes.float()
-    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1.0)
-    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    hw, hh = w * (0.5 + margin), h * (0.5 + margin)
-    return torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=1)
-
-
-def _cell_coords(
-    keypoints: torch.Tensor, ext: torch.Tensor, heatmap_size: Tuple[int, int]
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Continuous cell coordinates ``u`` (x) and ``v`` (y) of keypoints ``(R, P, K, >=2)``."""
-    H, W = heatmap_size
-    ex0, ey0 = ext[:, 0, None, None], ext[:, 1, None, None]
-    cw = ((ext[:, 2] - ext[:, 0]) / W)[:, None, None]
-    ch = ((ext[:, 3] - ext[:, 1]) / H)[:, None, None]
-    u = (keypoints[..., 0] - ex0) / cw - 0.5
-    v = (keypoints[..., 1] - ey0) / ch - 0.5
-    return u, v
-
-
-def _render(
-    boxes: torch.Tensor,
-    keypoints: torch.Tensor,
-    heatmap_size: Tuple[int, int],
-    margin: float,
-    sigma: float,
-    score_thresh: float,
-) -> torch.Tensor:
-    """Heatmaps ``(R, K, H, W)`` of per-box keypoint sets ``(R, P, K, 3)`` (max over P)."""
-    H, W = heatmap_size
-    R, P, K = keypoints.shape[:3]
-    device = keypoints.device
-    out = torch.zeros((R, K, H, W), dtype=torch.float32, device=device)
-    if R == 0 or P == 0:
-        return out
-    ext = enlarge_boxes(boxes.to(device), margin)
-    u, v = _cell_coords(keypoints.float(), ext, heatmap_size)
-    valid = (
-        (keypoints[..., 2] > score_thresh)
-        & (u >= -0.5)
-        & (u <= W - 0.5)
-        & (v >= -0.5)
-        & (v <= H - 0.5)
-    )
-    xs = torch.arange(W, dtype=torch.float32, device=device)
-    ys = torch.arange(H, dtype=torch.float32, device=device)
-    inv = -0.5 / float(sigma) ** 2
-    gx = torch.exp((xs - u[..., None]) ** 2 * inv) * valid[..., None]  # (R, P, K, W)
-    gy = torch.exp((ys - v[..., None]) ** 2 * inv)  # (R, P, K, H)
-    step = max(1, _RENDER_CHUNK_ELEMENTS // max(1, P * K * H * W))
-    for s in range(0, R, step):
-        g = gy[s : s + step, :, :, :, None] * gx[s : s + step, :, :, None, :]
-        out[s : s + step] = g.amax(dim=1)
-    return out
-
-
-def encode_prn_inputs(
-    boxes: torch.Tensor,
-    keypoints_all: torch.Tensor,
-    heatmap_size: Sequence[int] = (56, 36),
-    margin: float = 0.1,
-    sigma: float = 1.0,
-    score_thresh: float = KEYPOINT_SCORE_THRESH,
-    own_keypoints: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Encode the keypoints of all people into every box: ``(R, 17, H, W)``.
-
-    Args:
-        boxes: ``(R, 4)`` XYXY boxes in image coordinates.
-        keypoints_all: ``(P, 17, 3)`` x, y, and COCO visibility or score, of all people of the
-            image; a keypoint is drawn where its third value is > ``score_thresh`` and it lies
-            inside the box enlarged by ``margin``.
-        heatmap_size: ``(H, W)`` of the heatmaps.
-        sigma: std of the Gaussian peaks in heatmap cells (peak value 1, max-combined).
-        own_keypoints: optional ``(R, 17, 3)``; box ``r`` additionally gets ``own_keypoints[r]``.
-    """
-    heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
-    R = boxes.shape[0]
-    kps = keypoints_all.float()
-    if own_keypoints is not None:
-        own = own_keypoints.float().to(kps.device)[:, None]
-        kps = torch.cat([kps[None].expand(R, -1, -1, -1), own], dim=1)
-    else:
-        kps = kps[None].expand(R, -1, -1, -1)
-    return _render(boxes, kps, heatmap_size, margin, sigma, score_thresh)
-
-
-def encode_prn_input(
-    keypoints_all: torch.Tensor,
-    box: torch.Tensor,
-    heatmap_size: Sequence[int] = (56, 36),
-    margin: float = 0.1,
-    sigma: float = 1.0,
-    score_thresh: float = KEYPOINT_SCORE_THRESH,
-) -> torch.Tensor:
-    """Encode the keypoints ``(P, 17, 3)`` of all people into one box ``(4,)``: ``(17, H, W)``."""
-    box = torch.as_tensor(box, dtype=torch.float32).reshape(1, 4)
-    return encode_prn_inputs(box, keypoints_all, heatmap_size, margin, sigma, score_thresh)[0]
-
-
-def decode_prn_output(
-    probs: torch.Tensor, boxes: torch.Tensor, margin: float = 0.1
-) -> torch.Tensor:
-    """Peaks of the PRN output ``(R, 17, H, W)`` in image coordinates: ``(R, 17, 3)``.
-
-    Returns x, y (centre of the peak cell of the box enlarged by ``margin``, the same margin as
-    the encoding) and the peak value (the PRN confidence for softmax probabilities).
-    """
-    R, K, H, W = probs.shape
-    if R == 0:
-        return probs.new_zeros((0, K, 3))
-    conf, idx = probs.reshape(R, K, H * W).max(dim=2)
-    i = torch.div(idx, W, rounding_mode="floor").float()
-    j = (idx % W).float()
-    ext = enlarge_boxes(boxes.to(probs.device), margin)
-    cw = ((ext[:, 2] - ext[:, 0]) / W)[:, None]
-    ch = ((ext[:, 3] - ext[:, 1]) / H)[:, None]
-    x = ext[:, 0, None] + (j + 0.5) * cw
-    y = ext[:, 1, None] + (i + 0.5) * ch
-    return torch.stack([x, y, conf.float()], dim=2)
-
-
-def snap_to_candidates(
-    decoded: torch.Tensor,
-    boxes: torch.Tensor,
-    candidates: torch.Tensor,
-    heatmap_size: Sequence[int] = (56, 36),
-    margin: float = 0.1,
-    radius: float = SNAP_RADIUS,
-    score_thresh: float = KEYPOINT_SCORE_THRESH,
-    own_candidates: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Move decoded points ``(R, 17, >=2)`` onto the nearest candidate keypoint of the same type.
-
-    ``candidates (P, 17, 3)`` with third value > ``score_thresh`` inside the box enlarged by
-    ``margin`` (plus ``own_candidates (R, 17, 3)`` per box, wherever they are); the distance is
-    measured in the box's heatmap cells and a point moves only when a candidate is within
-    ``radius`` cells (``inf``: always, if there is a candidate). Returns the new ``(R, 17, 2)``
-    x, y and the index
-    ``(R, 17)`` of the candidate used (``-1``: none; ``P``: the box's own keypoint).
-    """
-    heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
-    R = decoded.shape[0]
-    xy = decoded[..., :2].clone()
-    H, W = heatmap_size
-    cand = candidates.float().to(decoded.device)[None].expand(R, -1, -1, -1)
-    P = cand.shape[1]
-    if own_candidates is not None:
-        cand = torch.cat([cand, own_candidates.float().to(decoded.device)[:, None]], dim=1)
-    if R == 0 or cand.shape[1] == 0 or radius <= 0:
-        return xy, torch.full(xy.shape[:2], -1, dtype=torch.long, device=xy.device)
-    ext = enlarge_boxes(boxes.to(decoded.device), margin)
-    u, v = _cell_coords(cand, ext, heatmap_size)  # (R, P, K)
-    du, dv = _cell_coords(decoded[:, None, :, :2].float(), ext, heatmap_size)  # (R, 1, K)
-    d2 = (u - du) ** 2 + (v - dv) ** 2
-    inside = (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5)
-    inside[:, P:] = True  # the box's own keypoints count wherever they are
-    ok = (cand[..., 2] > score_thresh) & inside
-    d2 = torch.where(ok, d2, torch.full_like(d2, float("inf")))
-    best, arg = d2.min(dim=1)  # (R, K)
-    ok = torch.isfinite(best) & (best <= radius**2)
-    picked = torch.gather(cand[..., :2], 1, arg[:, None, :, None].expand(-1, 1, -1, 2))[:, 0]
-    xy = torch.where(ok[..., None], picked, xy)
-    return xy, torch.where(ok, arg, torch.full_like(arg, -1))
+# MODEL.PRN.VARIANT values (module docstring)
+PRN_VARIANTS = ("residual_mlp", "multiposenet")
 
 
 def prn_loss(
@@ -260,49 +93,60 @@ def prn_loss(
     valid: Optional[torch.Tensor] = None,
     kind: str = "bce",
     eps: float = 1e-6,
+    joint: bool = False,
 ) -> torch.Tensor:
     """Loss of PRN logits ``(B, K, H, W)`` against target heatmaps ``(B, K, H, W)`` (peak 1).
 
-    ``kind="bce"``: binary cross-entropy between the softmax (over H*W) output and the target,
-    summed over cells, averaged over valid channels (MultiPoseNet). ``kind="ce"``: soft-target
-    cross-entropy with the target normalised to sum 1. ``valid (B, K)`` bool marks the channels
-    with a target keypoint; default: channels whose target is not all zero.
+    ``kind="bce"``: binary cross-entropy between the softmax output and the target, summed over
+    cells (MultiPoseNet). ``kind="ce"``: soft-target cross-entropy with the target normalised to
+    sum 1. Per-channel softmax over ``H*W`` (default): averaged over the valid channels; ``valid
+    (B, K)`` bool marks the channels with a target keypoint (default: channels whose target is not
+    all zero). ``joint=True`` (the "multiposenet" variant): one softmax over all ``K*H*W`` cells of
+    a sample, averaged over the samples with any target (``valid`` then only drops channels from
+    the target).
     """
     B, K = logits.shape[:2]
-    lp = F.log_softmax(logits.reshape(B, K, -1).float(), dim=2)
     t = target.reshape(B, K, -1).float()
     if valid is None:
         valid = t.amax(dim=2) > 0
-    valid = valid.to(lp.device).float()
+    valid = valid.to(logits.device).float()
+    if joint:
+        lp = F.log_softmax(logits.reshape(B, -1).float(), dim=1).reshape(B, K, -1)
+    else:
+        lp = F.log_softmax(logits.reshape(B, K, -1).float(), dim=2)
     if kind == "bce":
         p = lp.exp()
         log1mp = torch.log1p(-p.clamp(max=1.0 - eps))
-        per = -(t * lp.clamp(min=math.log(eps)) + (1 - t) * log1mp).sum(2)
+        per = -(t * lp.clamp(min=math.log(eps)) + (1 - t) * log1mp)
     elif kind == "ce":
-        tn = t / t.sum(dim=2, keepdim=True).clamp(min=eps)
-        per = -(tn * lp).sum(2)
+        norm_dims = (1, 2) if joint else (2,)
+        tn = t / t.sum(dim=norm_dims, keepdim=True).clamp(min=eps)
+        per = -(tn * lp)
     else:
         raise ValueError(f"prn_loss: unknown kind '{kind}', expected 'bce' or 'ce'")
-    return (per * valid).sum() / valid.sum().clamp(min=1.0)
+    if joint:
+        samples = (valid.sum(1) > 0).float()
+        return (per.sum((1, 2)) * samples).sum() / samples.sum().clamp(min=1.0)
+    return (per.sum(2) * valid).sum() / valid.sum().clamp(min=1.0)
 
 
-def _cfg_get(cfg, key: str, default):
-    node = cfg
-    for part in key.split("."):
-        if node is None or not hasattr(node, part):
-            return default
-        node = getattr(node, part)
-    return node
+# What a PRN weights file records next to its state dict, the config key each one must match,
+# and how the model holds it
+_WEIGHTS_LAYOUT = (
+    ("variant", "MODEL.PRN.VARIANT", "variant"),
+    ("num_keypoints", "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", "num_keypoints"),
+    ("heatmap_size", "MODEL.PRN.HEATMAP_SIZE", "heatmap_size"),
+    ("hidden_dim", "MODEL.PRN.HIDDEN_DIM", "hidden_dim"),
+    ("margin", "MODEL.PRN.BOX_MARGIN", "margin"),
+    ("sigma", "MODEL.PRN.SIGMA", "sigma"),
+)
 
 
-def load_prn_weights(module: nn.Module, path: str, key: str = "MODEL.PRN.WEIGHTS") -> Dict:
-    """Load a PRN weights file into ``module``; clear errors naming the file.
+def read_prn_weights(path: str, key: str = "MODEL.PRN.WEIGHTS") -> Tuple[Dict, Dict]:
+    """``(state_dict, meta)`` of a PRN weights file; errors name ``key`` and the file.
 
-    Accepts a plain state dict or a dict with ``"state_dict"`` (as :func:`save` writes; its other
-    entries, e.g. ``heatmap_size`` and ``hidden_dim``, are returned). Raises
-    ``FileNotFoundError`` when the file does not exist and ``RuntimeError`` listing
-    missing/unexpected keys and shape mismatches when it does not fit.
-    """
+    Accepts a plain state dict or a dict with ``"state_dict"`` (as :meth:`PoseResidualNetwork.save`
+    writes; its other entries, e.g. ``heatmap_size`` and ``hidden_dim``, are ``meta``)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{key}: PRN weights file not found: '{path}'")
     try:
@@ -315,25 +159,38 @@ def load_prn_weights(module: nn.Module, path: str, key: str = "MODEL.PRN.WEIGHTS
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise RuntimeError(f"{key}: '{path}' holds a {type(obj).__name__}, not a state dict")
-    _load_state_dict_checked(module, obj, path, key, "PRN")
+    return obj, meta
+
+
+def load_prn_weights(module: nn.Module, path: str, key: str = "MODEL.PRN.WEIGHTS") -> Dict:
+    """Load a PRN weights file into ``module``; returns the file's other entries.
+
+    Raises ``FileNotFoundError`` when the file does not exist, ``ValueError`` naming the config
+    key to change when the file records another variant, keypoint count, heatmap size, hidden
+    width, box margin or Gaussian sigma than the model's, and ``RuntimeError`` listing
+    missing/unexpected keys and shape mismatches when the tensors do not fit.
+    """
+    sd, meta = read_prn_weights(path, key)
+    meta = {"variant": "residual_mlp", **meta}  # files from before MODEL.PRN.VARIANT
+    for field, cfg_key, attr in _WEIGHTS_LAYOUT:
+        if field not in meta or not hasattr(module, attr):
+            continue
+        theirs, ours = meta[field], getattr(module, attr)
+        if isinstance(ours, tuple):
+            theirs, ours = [int(v) for v in theirs], list(ours)
+        elif isinstance(ours, float):
+            theirs = float(theirs)
+            if abs(theirs - ours) <= 1e-6 * max(1.0, abs(ours)):
+                continue
+        if theirs != ours:
+            raise ValueError(
+                f"{key}: PRN weights file '{path}' was trained with {field} {theirs}, but "
+                f"{cfg_key} gives the model {ours}; set {cfg_key} to {theirs} or use PRN weights "
+                f"trained for {ours}"
+            )
+    load_state_dict_checked(module, sd, path, key, "PRN")
+    module.weights_source = path
     return meta
-
-
-def _load_state_dict_checked(module: nn.Module, sd: Dict, path: str, key: str, what: str) -> None:
-    own = module.state_dict()
-    missing = sorted(k for k in own if k not in sd)
-    unexpected = sorted(k for k in sd if k not in own)
-    shapes = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        raise RuntimeError(
-            f"{key}: {what} weights file '{path}' does not match the model: "
-            f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {shapes}"
-        )
-    module.load_state_dict(sd, strict=True)
 
 
 class PoseResidualNetwork(nn.Module):
@@ -343,8 +200,9 @@ class PoseResidualNetwork(nn.Module):
     keyword arguments override cfg values, and ``PoseResidualNetwork(heatmap_size=(28, 18),
     hidden_dim=128)`` without a cfg builds a bare network for training.
 
-    Network calls: :meth:`forward_logits` ``(B, 17, H, W) -> (B, 17, H, W)`` logits;
-    :meth:`predict` -> softmax probabilities over ``H * W`` per channel.
+    Network calls: :meth:`forward_logits` ``(B, K, H, W) -> (B, K, H, W)`` logits;
+    :meth:`predict` -> softmax probabilities over ``H * W`` per channel; :meth:`loss`.
+    ``weights_source`` says where the weights came from ("" while untrained).
     Post-processor call: ``forward(batched_inputs, results) -> results`` (see module docstring).
     """
 
@@ -361,13 +219,14 @@ class PoseResidualNetwork(nn.Module):
         score_thresh: Optional[float] = None,
         source_score_thresh: Optional[float] = None,
         snap_radius: Optional[float] = None,
-        num_keypoints: int = 17,
+        num_keypoints: Optional[int] = None,
+        variant: Optional[str] = None,
         load_weights: bool = True,
     ):
         super().__init__()
 
         def pick(value, key, default):
-            return value if value is not None else _cfg_get(cfg, key, default)
+            return value if value is not None else cfg_get(cfg, key, default)
 
         hs = pick(heatmap_size, "MODEL.PRN.HEATMAP_SIZE", (56, 36))
         self.heatmap_size = (int(hs[0]), int(hs[1]))
@@ -376,7 +235,15 @@ class PoseResidualNetwork(nn.Module):
         self.margin = float(pick(margin, "MODEL.PRN.BOX_MARGIN", 0.1))
         self.sigma = float(pick(sigma, "MODEL.PRN.SIGMA", 1.0))
         self.min_confidence = float(pick(min_confidence, "MODEL.PRN.MIN_CONFIDENCE", 0.05))
-        self.num_keypoints = int(num_keypoints)
+        self.num_keypoints = int(
+            pick(num_keypoints, "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", 17)
+        )
+        self.variant = str(pick(variant, "MODEL.PRN.VARIANT", "residual_mlp"))
+        if self.variant not in PRN_VARIANTS:
+            raise ValueError(
+                f"MODEL.PRN.VARIANT: unknown '{self.variant}', expected one of {PRN_VARIANTS}"
+            )
+        self.weights_source = ""
         self.score_thresh = float(
             pick(score_thresh, "MODEL.PRN.KEYPOINT_THRESHOLD", KEYPOINT_SCORE_THRESH)
         )
@@ -392,7 +259,7 @@ class PoseResidualNetwork(nn.Module):
         self.dropout = nn.Dropout(self.dropout_p)
         self.fc2 = nn.Linear(self.hidden_dim, d)
 
-        weights = _cfg_get(cfg, "MODEL.PRN.WEIGHTS", "") if load_weights else ""
+        weights = cfg_get(cfg, "MODEL.PRN.WEIGHTS", "") if load_weights else ""
         if weights:
             load_prn_weights(self, weights)
 
@@ -401,8 +268,14 @@ class PoseResidualNetwork(nn.Module):
         """Logits ``(B, K, H, W)`` of input heatmaps ``(B, K, H, W)`` (residual MLP)."""
         B = x.shape[0]
         flat = x.reshape(B, -1).float()
-        out = self.fc2(self.dropout(F.relu(self.fc1(flat)))) + flat
-        return out.reshape(x.shape)
+        out = self.fc2(self.dropout(F.relu(self.fc1(flat))))
+        if self.variant == "multiposenet":
+            out = F.relu(out)
+        return (out + flat).reshape(x.shape)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+        """:func:`prn_loss` with this variant's softmax (per channel, or joint)."""
+        return prn_loss(logits, target, kind=kind, joint=self.variant == "multiposenet")
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities over the ``H * W`` cells of each channel, ``(B, K, H, W)``."""
@@ -429,10 +302,15 @@ class PoseResidualNetwork(nn.Module):
             "margin": self.margin,
             "sigma": self.sigma,
             "num_keypoints": self.num_keypoints,
+            "variant": self.variant,
         }
 
     def save(self, path: str, **extra) -> None:
-        torch.save({"state_dict": self.state_dict(), **self.extra_config(), **extra}, path)
+        """Write the weights and :meth:`extra_config` to ``path`` atomically (a temporary file
+        renamed into place), so an interrupted save never leaves half a file."""
+        tmp = f"{path}.tmp"
+        torch.save({"state_dict": self.state_dict(), **self.extra_config(), **extra}, tmp)
+        os.replace(tmp, path)
 
     @torch.no_grad()
     def assign(
@@ -489,11 +367,13 @@ class PoseResidualNetwork(nn.Module):
             K = kps.shape[1] if kps.dim() == 3 else self.num_keypoints
             if len(inst) == 0:
                 inst.prn_confidence = kps.new_zeros((0, K))
+                inst.pred_keypoints_before_prn = kps
                 continue
             boxes = inst.pred_boxes
             boxes = getattr(boxes, "tensor", boxes)
             scores = inst.scores if inst.has("scores") else None
             new_kps, conf = self.assign(boxes, kps, scores)
+            inst.pred_keypoints_before_prn = kps
             inst.pred_keypoints = new_kps
             inst.prn_confidence = conf
         return results
