@@ -32,10 +32,22 @@ def test_config_files_found():
 
 
 @pytest.mark.parametrize("config_file", CONFIG_FILES, ids=_config_id)
-def test_config_file_merges_and_builds(config_file):
+def test_config_file_merges_and_builds(config_file, tmp_path):
     cfg = get_cfg()
     cfg.merge_from_file(str(config_file))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
+    if cfg.MODEL.ACTIVITY.WEIGHTS:
+        # a config naming the activity weights a command makes (the COCO chain): made here
+        from multitask.modeling.postprocessing.activity import (
+            ActivityClassifier,
+            save_activity_weights,
+        )
+
+        clf = ActivityClassifier(cfg, load_weights=False)
+        path = str(tmp_path / "activity_classifier.pth")
+        save_activity_weights(path, clf.mlp, clf.classes, clf.input_layout(), clf.hidden_dims,
+                              clf.dropout_p)
+        cfg.MODEL.ACTIVITY.WEIGHTS = path
     torch.manual_seed(0)
     model = build_model(cfg)
     assert isinstance(model, torch.nn.Module)

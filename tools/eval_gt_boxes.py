@@ -29,6 +29,7 @@ from collections import OrderedDict
 from multitask.data import DatasetCatalog, build_detection_test_loader
 from multitask.engine import MultiTaskCheckpointer, Trainer, default_setup, launch, setup_cfg
 from multitask.engine.launch import launched_by_torchrun
+from multitask.engine.postprocessor_fit import check_postprocessor_weights
 from multitask.engine.trainer import evaluation_tasks
 from multitask.evaluation import GivenBoxes, inference_on_dataset, print_csv_format
 from multitask.modeling import build_model
@@ -63,7 +64,9 @@ def evaluate(args, cfg=None) -> "OrderedDict[str, dict]":
     cfg = cfg if cfg is not None else _cfg(args)
     logger = default_setup(cfg, args)
     model = build_model(cfg)
-    MultiTaskCheckpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+    checkpointer = MultiTaskCheckpointer(model)
+    checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+    check_postprocessor_weights(cfg, model, checkpointer.last_report)
     # boxes are given, so box AP would only score the ground truth against itself
     tasks = [t for t in evaluation_tasks(cfg) if t != "bbox"]
     results = OrderedDict()

@@ -17,6 +17,7 @@ from multitask.engine import (
     launch,
     setup_cfg,
 )
+from multitask.engine.postprocessor_fit import check_postprocessor_weights
 from multitask.evaluation import verify_results
 from multitask.modeling import build_model
 from multitask.utils import comm
@@ -29,9 +30,9 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = build_model(cfg)
-        MultiTaskCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = MultiTaskCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        check_postprocessor_weights(cfg, model, checkpointer.last_report)
         results = Trainer.test(cfg, model)
         if comm.is_main_process() and cfg.TEST.EXPECTED_RESULTS:
             if not verify_results(cfg, results):

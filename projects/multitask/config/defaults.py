@@ -217,6 +217,10 @@ _C.TEST.DETECTIONS_PER_IMAGE = 100
 # (the loader adds detectron2's +0.5 to COCO's pixel-index keypoints), 0.0 for torchvision's
 # weights (trained on COCO's coordinates as they are)
 _C.TEST.KEYPOINT_COORD_OFFSET = 0.5
+# With "PoseResidualNetwork" in MODEL.POSTPROCESSORS, every table is for the chain's final
+# keypoints; True also scores the keypoint head's keypoints before the PRN, as the task
+# "keypoints_before_prn" (same detections), so the PRN's gain is read off one evaluation
+_C.TEST.EVAL_KEYPOINTS_BEFORE_PRN = False
 
 _C.OUTPUT_DIR = "./output"
 _C.SEED = -1
@@ -294,6 +298,19 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # cells, so the PRN chooses which keypoint and the keypoint head sets where; < 0: any
     # distance, 0: no snapping (the peak cell's centre)
     _C.MODEL.PRN.SNAP_RADIUS = -1.0
+    # Layer stack: "residual_mlp" (softmax per keypoint channel) or "multiposenet" (the original
+    # Keras model: ReLU on the second layer, one softmax over all keypoints' maps); see
+    # multitask.modeling.postprocessing.prn. Must match the weights file.
+    _C.MODEL.PRN.VARIANT = "residual_mlp"
+    # Training only: before the first iteration, fit the PRN on the ground-truth keypoints of
+    # DATASETS.TRAIN (saved to OUTPUT_DIR/prn.pth and carried in every checkpoint). Needs
+    # "PoseResidualNetwork" in MODEL.POSTPROCESSORS; MODEL.PRN.WEIGHTS, when given, wins and
+    # the fit is skipped. tools/train_prn.py is the same fit as a command.
+    _C.MODEL.PRN.FIT_ON_TRAIN_GT = False
+    # Epochs, Adam learning rate and batch size of that fit
+    _C.MODEL.PRN.FIT_EPOCHS = 40
+    _C.MODEL.PRN.FIT_LR = 1e-3
+    _C.MODEL.PRN.FIT_BATCH_SIZE = 32
 
     # --- activity classifier ------------------------------------------------------------
     _C.MODEL.ACTIVITY = CfgNode()

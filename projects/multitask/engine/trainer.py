@@ -18,10 +18,12 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..evaluation.coco_evaluation import BEFORE_PRN_TASK
 from ..modeling import build_model
 from ..utils import comm
 from .checkpoint import MultiTaskCheckpointer
 from .events import MetricStorage, default_writers
+from .postprocessor_fit import check_postprocessor_weights, fit_postprocessors
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -42,9 +44,8 @@ class Trainer:
 
         self.cfg = cfg
         model = build_model(cfg)
-        if cfg.MODEL.ACTIVITY.FIT_ON_TRAIN_GT:
-            fit_activity_on_train_gt(cfg, model)
-        # post-processors (PRN, activity) are trained by their own tools, not by the optimizer
+        # post-processors (PRN, activity) are fitted before the first iteration
+        # (resume_or_load) or by their own tools, never by the detector's optimizer
         for p in model.postprocessors.parameters():
             p.requires_grad_(False)
         self.device = next(model.parameters()).device
@@ -79,17 +80,25 @@ class Trainer:
             torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         )
         self.start_iter = 0
+        self.fit_stats: Dict[str, Dict] = {}  # of the post-processors' fits (resume_or_load)
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.iter = 0
 
     # ---------------------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume from ``OUTPUT_DIR/last_checkpoint`` (model, optimizer, scheduler, iteration)
-        when ``resume`` and it exists; otherwise load ``MODEL.WEIGHTS`` (if set) and start at 0."""
+        when ``resume`` and it exists; otherwise load ``MODEL.WEIGHTS`` (if set), fit the
+        post-processors the config asks to fit on ``DATASETS.TRAIN`` (their fits override what
+        ``MODEL.WEIGHTS`` held for them) and start at 0. Then refuse a listed post-processor
+        that has no weights (:func:`check_postprocessor_weights`)."""
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        report = self.checkpointer.last_report
         if resume and "iteration" in extra:
             self.start_iter = int(extra["iteration"]) + 1
             logger.info("Resuming from iteration %d", self.start_iter)
+        else:
+            self.fit_stats = fit_postprocessors(self.cfg, _unwrap(self.model))
+        check_postprocessor_weights(self.cfg, _unwrap(self.model), report)
         comm.synchronize()
 
     def train(self) -> Optional[Dict]:
@@ -297,77 +306,21 @@ def amp_dtype(device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
-def fit_activity_on_train_gt(cfg, model) -> Dict:
-    """``MODEL.ACTIVITY.FIT_ON_TRAIN_GT``: fit ``model``'s ActivityClassifier post-processor on the
-    ground-truth poses of ``cfg.DATASETS.TRAIN`` and save it to
-    ``OUTPUT_DIR/activity_classifier.pth`` (main process). Every process fits the same
-    classifier (fixed seed), so no broadcast is needed. Returns the fit's statistics."""
-    from ..data import DatasetCatalog
-    from ..modeling.postprocessing.activity import (
-        activity_poses_from_dicts,
-        fit_activity_classifier,
-        save_activity_weights,
-    )
-
-    post = _unwrap(model).postprocessors
-    if "ActivityClassifier" not in post:
-        raise ValueError(
-            "MODEL.ACTIVITY.FIT_ON_TRAIN_GT needs 'ActivityClassifier' in MODEL.POSTPROCESSORS "
-            f"(got {list(cfg.MODEL.POSTPROCESSORS)})"
-        )
-    if cfg.MODEL.ACTIVITY.WEIGHTS:
-        raise ValueError(
-            "MODEL.ACTIVITY.FIT_ON_TRAIN_GT fits the activity classifier, but "
-            f"MODEL.ACTIVITY.WEIGHTS also gives one ('{cfg.MODEL.ACTIVITY.WEIGHTS}'); "
-            "set one of the two"
-        )
-    if cfg.MODEL.ACTIVITY.FIT_EPOCHS < 1:
-        raise ValueError(
-            f"MODEL.ACTIVITY.FIT_EPOCHS must be >= 1, got {cfg.MODEL.ACTIVITY.FIT_EPOCHS}"
-        )
-    classifier = post["ActivityClassifier"]
-    start = time.perf_counter()
-    dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
-    kps, boxes, labels = activity_poses_from_dicts(dicts, classifier.classes)
-    if len(labels) < 2:
-        raise ValueError(
-            f"MODEL.ACTIVITY.FIT_ON_TRAIN_GT: DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} has "
-            f"{len(labels)} people with keypoints and an activity in {classifier.classes}"
-        )
-    stats = fit_activity_classifier(
-        classifier, kps, boxes, labels, epochs=cfg.MODEL.ACTIVITY.FIT_EPOCHS, seed=max(cfg.SEED, 0)
-    )
-    path = os.path.join(cfg.OUTPUT_DIR, "activity_classifier.pth")
-    if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        save_activity_weights(
-            path,
-            classifier.mlp,
-            classifier.classes,
-            classifier.input_layout(),
-            classifier.hidden_dims,
-            classifier.dropout_p,
-        )
-    logger.info(
-        "Fitted the activity classifier on %d ground-truth poses of %s in %.1fs "
-        "(accuracy on those poses %.3f); saved to %s",
-        stats["num_poses"],
-        ", ".join(cfg.DATASETS.TRAIN),
-        time.perf_counter() - start,
-        stats["train_accuracy"],
-        path,
-    )
-    return stats
-
-
 def evaluation_tasks(cfg) -> List[str]:
     """The COCO tasks a model built from ``cfg`` is evaluated on: bbox, then segm with
-    ``MODEL.MASK_ON`` and keypoints with ``MODEL.KEYPOINT_ON``."""
+    ``MODEL.MASK_ON`` and keypoints with ``MODEL.KEYPOINT_ON`` (and the keypoints before the
+    PRN with ``TEST.EVAL_KEYPOINTS_BEFORE_PRN``)."""
     tasks = ["bbox"]
     if cfg.MODEL.MASK_ON:
         tasks.append("segm")
     if cfg.MODEL.KEYPOINT_ON:
         tasks.append("keypoints")
+        if cfg.TEST.EVAL_KEYPOINTS_BEFORE_PRN:
+            if "PoseResidualNetwork" in cfg.MODEL.POSTPROCESSORS:
+                tasks.append(BEFORE_PRN_TASK)
+            else:
+                logger.warning("TEST.EVAL_KEYPOINTS_BEFORE_PRN: no 'PoseResidualNetwork' in "
+                               "MODEL.POSTPROCESSORS, so nothing comes before it")
     return tasks
 
 

@@ -39,17 +39,22 @@ logger = logging.getLogger(__name__)
 KEYPOINT_COORD_OFFSET = 0.5
 
 COCO_TASKS = ("bbox", "segm", "keypoints")
+# The keypoint head's keypoints before the Pose Residual Network rewrote them, scored like
+# "keypoints" on the same detections (TEST.EVAL_KEYPOINTS_BEFORE_PRN)
+BEFORE_PRN_TASK = "keypoints_before_prn"
 # Instances field that a task needs in the predictions
 _TASK_FIELDS = {
     "bbox": "pred_boxes",
     "segm": "pred_masks",
     "keypoints": "pred_keypoints",
+    BEFORE_PRN_TASK: "pred_keypoints_before_prn",
     "activity": "pred_activity",
 }
 _METRICS = {
     "bbox": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
     "segm": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
     "keypoints": ["AP", "AP50", "AP75", "APm", "APl"],
+    BEFORE_PRN_TASK: ["AP", "AP50", "AP75", "APm", "APl"],
 }
 
 
@@ -107,11 +112,15 @@ def instances_to_coco_json(
             # "counts" is bytes; json (and loadRes after json) want a str
             rle["counts"] = rle["counts"].decode("utf-8")
 
-    keypoints = None
-    if instances.has("pred_keypoints"):
-        keypoints = _to_numpy(instances.pred_keypoints).astype(np.float64)  # copy
-        keypoints[..., :2] -= keypoint_coord_offset
-        keypoints = keypoints.reshape(num_instance, -1).tolist()
+    def coco_keypoints(field):
+        if not instances.has(field):
+            return None
+        kps = _to_numpy(instances.get(field)).astype(np.float64)  # copy
+        kps[..., :2] -= keypoint_coord_offset
+        return kps.reshape(num_instance, -1).tolist()
+
+    keypoints = coco_keypoints("pred_keypoints")
+    before_prn = coco_keypoints("pred_keypoints_before_prn")
 
     activity = activity_score = None
     if instances.has("pred_activity"):
@@ -136,6 +145,8 @@ def instances_to_coco_json(
             result["segmentation"] = rles[k]
         if keypoints is not None:
             result["keypoints"] = keypoints[k]
+        if before_prn is not None:
+            result[BEFORE_PRN_TASK] = before_prn[k]
         if activity is not None:
             a = activity[k]
             result["activity_id"] = a
@@ -175,7 +186,9 @@ class COCOEvaluator(DatasetEvaluator):
     Args:
         dataset_name_or_json: path of the COCO-format ground-truth json, or the name of a
             registered dataset (its ``MetadataCatalog`` entry gives ``json_file``).
-        tasks: any of "bbox", "segm", "keypoints" (and "activity"). Tasks whose prediction field
+        tasks: any of "bbox", "segm", "keypoints", "keypoints_before_prn" (the keypoint head's
+            keypoints before the PRN, ``pred_keypoints_before_prn``, scored as keypoints) and
+            "activity". Tasks whose prediction field
             is absent from every image (e.g. no ``pred_masks`` with ``MODEL.MASK_ON`` False) or
             whose ground truth the json lacks are left out of the results.
         distributed: gather predictions from all ranks on the main process before evaluating;
@@ -212,11 +225,10 @@ class COCOEvaluator(DatasetEvaluator):
     ):
         if isinstance(tasks, str):
             tasks = (tasks,)
-        unknown = set(tasks) - set(COCO_TASKS) - {"activity"}
+        known = COCO_TASKS + (BEFORE_PRN_TASK, "activity")
+        unknown = set(tasks) - set(known)
         if unknown:
-            raise ValueError(
-                f"Unknown tasks {sorted(unknown)}; expected some of {COCO_TASKS + ('activity',)}"
-            )
+            raise ValueError(f"Unknown tasks {sorted(unknown)}; expected some of {known}")
         self._tasks = tuple(tasks)
         self._distributed = distributed
         self._output_dir = output_dir
@@ -326,7 +338,7 @@ class COCOEvaluator(DatasetEvaluator):
 
         seen: Set[str] = set(itertools.chain(*(p["fields"] for p in predictions)))
         results: "OrderedDict[str, Any]" = OrderedDict()
-        for task in COCO_TASKS:
+        for task in COCO_TASKS + (BEFORE_PRN_TASK,):
             if task not in self._tasks:
                 continue
             if seen and task not in seen:
@@ -334,7 +346,7 @@ class COCOEvaluator(DatasetEvaluator):
                     f"Skipping '{task}' evaluation: predictions have no {_TASK_FIELDS[task]}"
                 )
                 continue
-            if task not in self._gt_tasks:
+            if task.split("_")[0] not in self._gt_tasks:
                 logger.warning(
                     f"Skipping '{task}' evaluation: {self._json_file} has no ground truth for it"
                 )
@@ -390,6 +402,10 @@ class COCOEvaluator(DatasetEvaluator):
             coco_results = [r for r in coco_results if "segmentation" in r]
         elif iou_type == "keypoints":
             coco_results = [r for r in coco_results if "keypoints" in r]
+        elif iou_type == BEFORE_PRN_TASK:
+            coco_results = [dict(r, keypoints=r[iou_type]) for r in coco_results if iou_type in r]
+        metric_name = iou_type
+        iou_type = iou_type.split("_")[0]
         if len(coco_results) == 0:
             return None
         with contextlib.redirect_stdout(io.StringIO()):
@@ -419,7 +435,7 @@ class COCOEvaluator(DatasetEvaluator):
             coco_eval.summarize()
         # keep COCOeval's metric lines, drop its progress messages
         lines = [ln for ln in summary.getvalue().splitlines() if ln.lstrip().startswith("Average")]
-        logger.info(f"COCOeval ({iou_type}) summary:\n" + "\n".join(lines))
+        logger.info(f"COCOeval ({metric_name}) summary:\n" + "\n".join(lines))
         return coco_eval
 
     def _derive_coco_results(
