@@ -410,6 +410,7 @@ def test_trainer_fits_activity_on_train_gt(tmp_path):
     try:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=False)
+        trainer.before_train()  # the PostprocessorFit hook fits it here
         clf = trainer.model.postprocessors["ActivityClassifier"]
         saved = load_activity_weights(str(tmp_path / "out" / "activity_classifier.pth"))
         assert saved["classes"] == CLASSES
@@ -428,15 +429,15 @@ def test_trainer_fits_activity_on_train_gt(tmp_path):
         cfg2.defrost()
         cfg2.MODEL.POSTPROCESSORS = []
         with pytest.raises(ValueError, match="FIT_ON_TRAIN_GT needs 'ActivityClassifier'"):
-            Trainer(cfg2).resume_or_load(resume=False)
+            Trainer(cfg2).train()
         cfg2.MODEL.POSTPROCESSORS = ["ActivityClassifier"]
         cfg2.MODEL.ACTIVITY.WEIGHTS = str(tmp_path / "out" / "activity_classifier.pth")
         with pytest.raises(ValueError, match="MODEL.ACTIVITY.WEIGHTS"):
-            Trainer(cfg2).resume_or_load(resume=False)
+            Trainer(cfg2).train()
         cfg2.MODEL.ACTIVITY.WEIGHTS = ""
         cfg2.MODEL.ACTIVITY.FIT_EPOCHS = 0
         with pytest.raises(ValueError, match="MODEL.ACTIVITY.FIT_EPOCHS must be >= 1, got 0"):
-            Trainer(cfg2).resume_or_load(resume=False)
+            Trainer(cfg2).train()
     finally:
         DatasetCatalog.remove("act_fit")
 

@@ -1,8 +1,10 @@
 """The training loop, as detectron2's ``DefaultTrainer``: build, resume, train, evaluate.
 
 One iteration: next batch -> losses -> finite check -> backward (mixed precision when enabled) ->
-optional gradient clipping -> optimizer step -> LR step -> metrics -> periodic checkpoint /
-evaluation. Everything a run writes goes to ``cfg.OUTPUT_DIR``: ``log.txt``, ``metrics.json``,
+optional gradient clipping -> optimizer step -> LR step -> metrics. Around the loop and its steps
+run the hooks (:mod:`multitask.engine.hooks`): the post-processors' fit before the first
+iteration, metric writers, periodic checkpoints, periodic and final evaluation, and any a user
+registers. Everything a run writes goes to ``cfg.OUTPUT_DIR``: ``log.txt``, ``metrics.json``,
 TensorBoard events, ``model_XXXXXXX.pth``, ``model_final.pth``, ``last_checkpoint`` and the
 evaluators' result files.
 """
@@ -11,6 +13,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections import OrderedDict
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
@@ -23,7 +26,7 @@ from ..modeling import build_model
 from ..utils import comm
 from .checkpoint import MultiTaskCheckpointer
 from .events import MetricStorage, default_writers
-from .postprocessor_fit import check_postprocessor_weights, fit_postprocessors
+from .hooks import EvalHook, HookBase, PeriodicCheckpointer, PeriodicWriter, PostprocessorFit
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -83,81 +86,108 @@ class Trainer:
         self.fit_stats: Dict[str, Dict] = {}  # of the post-processors' fits (resume_or_load)
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.iter = 0
+        self.results = None
+        self._hooks: List[HookBase] = []
+        self.register_hooks(self.build_hooks())
 
     # ---------------------------------------------------------------------------------
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume from ``OUTPUT_DIR/last_checkpoint`` (model, optimizer, scheduler, iteration)
-        when ``resume`` and it exists; otherwise load ``MODEL.WEIGHTS`` (if set), fit the
-        post-processors the config asks to fit on ``DATASETS.TRAIN`` (their fits override what
-        ``MODEL.WEIGHTS`` held for them) and start at 0. Then refuse a listed post-processor
-        that has no weights (:func:`check_postprocessor_weights`)."""
+        when ``resume`` and it exists; otherwise load ``MODEL.WEIGHTS`` (if set) and start at 0
+        (where :class:`PostprocessorFit` then fits the post-processors the config asks for)."""
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        report = self.checkpointer.last_report
         if resume and "iteration" in extra:
             self.start_iter = int(extra["iteration"]) + 1
             logger.info("Resuming from iteration %d", self.start_iter)
-        else:
-            self.fit_stats = fit_postprocessors(self.cfg, _unwrap(self.model))
-        check_postprocessor_weights(self.cfg, _unwrap(self.model), report)
         comm.synchronize()
 
-    def train(self) -> Optional[Dict]:
-        """Run iterations ``start_iter .. MAX_ITER - 1``; returns the final evaluation results."""
+    # ---- hooks ------------------------------------------------------------------------
+    def build_hooks(self) -> List[HookBase]:
+        """The default hooks: fit the post-processors, write metrics, save checkpoints,
+        evaluate. Override (or :meth:`register_hooks` more) to change what a run does."""
         cfg = self.cfg
+
+        def writers():
+            if not comm.is_main_process():
+                return []
+            return default_writers(cfg.OUTPUT_DIR, self.max_iter)
+
+        return [
+            PostprocessorFit(),
+            PeriodicWriter(writers, cfg.SOLVER.LOG_PERIOD),
+            PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD),
+            EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model),
+                     final=len(cfg.DATASETS.TEST) > 0),
+        ]
+
+    def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
+        """Append hooks (None entries are skipped); they run in the order registered."""
+        for h in hooks:
+            if h is None:
+                continue
+            if not isinstance(h, HookBase):
+                raise TypeError(f"register_hooks: {type(h).__name__} is not a HookBase")
+            # a proxy, so that hook and trainer do not keep each other alive
+            h.trainer = weakref.proxy(self)
+            self._hooks.append(h)
+
+    def before_train(self) -> None:
+        for h in self._hooks:
+            h.before_train()
+
+    def after_train(self) -> None:
+        for h in self._hooks:
+            h.after_train()
+
+    def before_step(self) -> None:
+        for h in self._hooks:
+            h.before_step()
+
+    def after_step(self) -> None:
+        for h in self._hooks:
+            h.after_step()
+
+    # ---- the loop -----------------------------------------------------------------------
+    @property
+    def unwrapped_model(self):
+        """The model without its DistributedDataParallel wrapper."""
+        return _unwrap(self.model)
+
+    def train(self) -> Optional[Dict]:
+        """Run iterations ``start_iter .. MAX_ITER - 1`` between the hooks; returns the last
+        evaluation results (None without any)."""
         logger.info("Starting training from iteration %d", self.start_iter)
-        storage = MetricStorage(self.start_iter, window=20)
-        writers = default_writers(cfg.OUTPUT_DIR, self.max_iter) if comm.is_main_process() else []
-        log_period = max(1, cfg.SOLVER.LOG_PERIOD)
-        ckpt_period = cfg.SOLVER.CHECKPOINT_PERIOD
-        eval_period = cfg.TEST.EVAL_PERIOD
-        results = None
+        self.storage = MetricStorage(self.start_iter, window=20)
+        self.results = None
         self.model.train()
         start = time.perf_counter()
+        self.iter = self.start_iter
         try:
+            self.before_train()
             for self.iter in range(self.start_iter, self.max_iter):
-                storage.iter = self.iter
-                self.run_step(storage)
-                it1 = self.iter + 1
-                last = it1 == self.max_iter
-                log_now = it1 % log_period == 0 or last or self.iter == self.start_iter
-                if comm.is_main_process() and log_now:
-                    for w in writers:
-                        w.write(storage)
-                if ckpt_period > 0 and it1 % ckpt_period == 0 and not last:
-                    self.checkpointer.save(f"model_{self.iter:07d}", iteration=self.iter)
-                if eval_period > 0 and it1 % eval_period == 0 and not last:
-                    results = self.test(cfg, self.model)
-                    self._log_eval(results)
-                    self.model.train()
-                    comm.synchronize()
+                self.storage.iter = self.iter
+                self.before_step()
+                self.run_step(self.storage)
+                self.after_step()
+            # a completed loop leaves iter == max_iter (hooks read it in after_train)
+            self.iter = self.max_iter
+            if self.start_iter < self.max_iter:
+                total = time.perf_counter() - start
+                n = self.max_iter - self.start_iter
+                logger.info("Overall training speed: %d iterations in %.1f s (%.4f s / it)", n,
+                            total, total / n)
         finally:
-            for w in writers:
-                w.close()
-        if self.start_iter < self.max_iter:
-            total = time.perf_counter() - start
-            n = self.max_iter - self.start_iter
-            logger.info(
-                "Overall training speed: %d iterations in %.1f s (%.4f s / it)", n, total, total / n
-            )
-            self.checkpointer.save("model_final", iteration=self.max_iter - 1)
-        if len(cfg.DATASETS.TEST):
-            results = self.test(cfg, self.model)
-            self._log_eval(results)
-            if comm.is_main_process() and cfg.TEST.EXPECTED_RESULTS:
-                from ..evaluation import verify_results
+            self.after_train()
+        return self.results
 
-                if not verify_results(cfg, results):
-                    raise RuntimeError("Evaluation results are below TEST.EXPECTED_RESULTS")
-        return results
-
-    def _log_eval(self, results) -> None:
+    def log_eval(self, results, iteration: int) -> None:
         """Append the evaluation results to metrics.json as one record, as detectron2 does
         (keys like ``bbox/AP``; with several test sets ``<dataset>/bbox/AP``)."""
         if not comm.is_main_process() or not results:
             return
         from ..evaluation import flatten_results_dict
 
-        record = {"iteration": self.iter, **flatten_results_dict(results)}
+        record = {"iteration": iteration, **flatten_results_dict(results)}
         with open(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
