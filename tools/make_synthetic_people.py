@@ -6,7 +6,7 @@
 
 Writes ``<out>/images/000000.jpg ...`` and ``<out>/annotations.json`` (boxes, visible-part RLE
 masks, 17 COCO keypoints and an ``activity`` per person). The same arguments always give the same
-files. See ``multitask/data/synthetic/ (its package docstring)`` for the design and conventions.
+files. See the docstring of ``multitask.data.synthetic`` for the design and conventions.
 """
 import argparse
 import logging
