@@ -239,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      summarize_pytest(text), f"{sec:.0f}"))
 
     if "amp-train" in stages:
-        from multitask.data.coco import _find_coco_mini
+        from multitask.data.builtin import _find_coco_mini
 
         mini = _find_coco_mini()
         train_set, test_set = (("coco_mini_train", "coco_mini_val") if mini

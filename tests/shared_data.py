@@ -6,7 +6,7 @@ them are skipped where they are absent."""
 import os
 from pathlib import Path
 
-from multitask.data.coco import _find_coco_mini
+from multitask.data.builtin import _find_coco_mini
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO_MINI = _find_coco_mini() or str(SHARED_DATA / "coco-mini")

@@ -26,7 +26,8 @@ from multitask.data import (
     register_coco_person_keypoints,
     register_datasets_from_cfg,
 )
-from multitask.data.coco import COCO_PERSON_KEYPOINT_NAMES, _find_coco_mini
+from multitask.data.builtin import _find_coco_mini
+from multitask.data.coco import COCO_PERSON_KEYPOINT_NAMES
 from multitask.data.transforms import ResizeShortestEdge
 
 COCO_MINI = _find_coco_mini()

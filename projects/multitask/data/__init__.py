@@ -16,16 +16,18 @@ from .build import (
     get_detection_dataset_dicts,
     trivial_batch_collator,
 )
+from .builtin import (
+    get_dataset_json,
+    register_all_builtin,
+    register_coco_person_keypoints,
+    register_datasets_from_cfg,
+)
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .coco import (
     COCO_PERSON_KEYPOINT_FLIP_MAP,
     COCO_PERSON_KEYPOINT_NAMES,
     KEYPOINT_COORD_OFFSET,
-    get_dataset_json,
     load_coco_person_json,
-    register_all_builtin,
-    register_coco_person_keypoints,
-    register_datasets_from_cfg,
 )
 from .detection_utils import (
     ImageReadError,
@@ -33,8 +35,9 @@ from .detection_utils import (
     create_keypoint_hflip_indices,
     filter_empty_instances,
     read_image,
+    transform_instance_annotations,
 )
-from .mapper import DatasetMapper, build_augmentation, transform_instance_annotations
+from .mapper import DatasetMapper, build_augmentation
 
 register_all_builtin()
 

@@ -1,4 +1,5 @@
-"""Image reading and annotation -> ``Instances`` conversion (detectron2's ``detection_utils``)."""
+"""Image reading, annotation transforms and annotation -> ``Instances`` conversion (detectron2's
+``detection_utils``)."""
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -9,7 +10,8 @@ import torch
 
 from multitask.structures import Instances
 
-from .coco import COCO_PERSON_KEYPOINT_FLIP_MAP, COCO_PERSON_KEYPOINT_NAMES
+from .coco_keypoints import COCO_PERSON_KEYPOINT_FLIP_MAP, COCO_PERSON_KEYPOINT_NAMES
+from .transforms import TransformList
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +19,7 @@ __all__ = [
     "ImageReadError",
     "read_image",
     "segmentation_to_mask",
+    "transform_instance_annotations",
     "annotations_to_instances",
     "filter_empty_instances",
     "create_keypoint_hflip_indices",
@@ -138,7 +141,7 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
-# annotations -> Instances
+# segmentations -> masks
 # ------------------------------------------------------------------------------------------------
 def segmentation_to_mask(segm: Any, height: int, width: int) -> Optional[np.ndarray]:
     """Rasterise polygons (list of flat lists/arrays), a COCO RLE (compressed or not) or an
@@ -166,6 +169,69 @@ def segmentation_to_mask(segm: Any, height: int, width: int) -> Optional[np.ndar
     return np.ascontiguousarray(mask_util.decode(mask_util.merge(rles)), dtype=np.uint8)
 
 
+# ------------------------------------------------------------------------------------------------
+# annotation transforms
+# ------------------------------------------------------------------------------------------------
+def _transform_keypoints(
+    keypoints: Any, transforms: TransformList, image_size: Tuple[int, int],
+    hflip_indices: Optional[np.ndarray],
+) -> np.ndarray:
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3).copy()
+    kp[:, :2] = transforms.apply_coords(kp[:, :2])
+    h, w = image_size
+    inside = (kp[:, 0] >= 0) & (kp[:, 0] <= w) & (kp[:, 1] >= 0) & (kp[:, 1] <= h)
+    kp[~inside, 2] = 0
+    if transforms.num_hflips % 2 == 1:
+        if hflip_indices is None:
+            raise ValueError("Keypoints are flipped but no keypoint hflip indices were given")
+        kp = kp[hflip_indices]
+    return kp.astype(np.float32)
+
+
+def transform_instance_annotations(
+    annotation: Dict[str, Any],
+    transforms: TransformList,
+    image_size: Tuple[int, int],
+    *,
+    keypoint_hflip_indices: Optional[np.ndarray] = None,
+) -> Dict[str, Any]:
+    """Return a new annotation dict in the coordinates of the transformed image of
+    ``image_size = (H, W)``: ``bbox`` transformed (corners' enclosing box) and clipped,
+    polygons transformed as coordinates (exact), RLE/bitmask segmentations decoded and warped
+    (nearest), keypoints transformed with out-of-image ones set to v=0 and left/right swapped
+    after an odd number of horizontal flips. The input dict is not modified."""
+    anno = dict(annotation)
+    h, w = image_size
+    box = transforms.apply_box(np.asarray(anno["bbox"], dtype=np.float32).reshape(1, 4))[0]
+    box[0::2] = np.clip(box[0::2], 0, w)
+    box[1::2] = np.clip(box[1::2], 0, h)
+    anno["bbox"] = box.tolist()
+    anno["bbox_mode"] = "XYXY_ABS"
+
+    segm = anno.get("segmentation")
+    if segm is not None:
+        if isinstance(segm, (list, tuple)):
+            anno["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(segm)]
+        else:
+            if isinstance(segm, dict):
+                hh, ww = (int(s) for s in segm["size"])
+                mask = segmentation_to_mask(segm, hh, ww)
+            else:
+                mask = np.asarray(segm, dtype=np.uint8)
+            mask = transforms.apply_segmentation(mask)
+            if mask.shape[:2] != (h, w):
+                raise ValueError(f"transformed mask has size {mask.shape[:2]}, image has {(h, w)}")
+            anno["segmentation"] = mask
+    if anno.get("keypoints") is not None:
+        anno["keypoints"] = _transform_keypoints(
+            anno["keypoints"], transforms, image_size, keypoint_hflip_indices
+        )
+    return anno
+
+
+# ------------------------------------------------------------------------------------------------
+# annotations -> Instances
+# ------------------------------------------------------------------------------------------------
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """Tight XYXY boxes (pixel-corner convention: ``x1 = last column + 1``) of ``(N, H, W)``
     masks; an empty mask gives ``[0, 0, 0, 0]``."""

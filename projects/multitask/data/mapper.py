@@ -1,6 +1,6 @@
 """Dataset dict -> model input dict (docs/internals.md), with augmentation."""
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from .detection_utils import (
     filter_empty_instances,
     masks_to_boxes,
     read_image,
-    segmentation_to_mask,
+    transform_instance_annotations,
 )
 from .transforms import (
     Augmentation,
@@ -22,7 +22,6 @@ from .transforms import (
     RandomScale,
     ResizeShortestEdge,
     Transform,
-    TransformList,
     apply_augmentations,
 )
 
@@ -59,63 +58,6 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     if rot is not None and float(rot.ANGLE) > 0 and float(rot.PROB) > 0:
         augs.append(RandomRotation(float(rot.ANGLE), float(rot.PROB)))
     return augs
-
-
-def _transform_keypoints(
-    keypoints: Any, transforms: TransformList, image_size: Tuple[int, int],
-    hflip_indices: Optional[np.ndarray],
-) -> np.ndarray:
-    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3).copy()
-    kp[:, :2] = transforms.apply_coords(kp[:, :2])
-    h, w = image_size
-    inside = (kp[:, 0] >= 0) & (kp[:, 0] <= w) & (kp[:, 1] >= 0) & (kp[:, 1] <= h)
-    kp[~inside, 2] = 0
-    if transforms.num_hflips % 2 == 1:
-        if hflip_indices is None:
-            raise ValueError("Keypoints are flipped but no keypoint hflip indices were given")
-        kp = kp[hflip_indices]
-    return kp.astype(np.float32)
-
-
-def transform_instance_annotations(
-    annotation: Dict[str, Any],
-    transforms: TransformList,
-    image_size: Tuple[int, int],
-    *,
-    keypoint_hflip_indices: Optional[np.ndarray] = None,
-) -> Dict[str, Any]:
-    """Return a new annotation dict in the coordinates of the transformed image of
-    ``image_size = (H, W)``: ``bbox`` transformed (corners' enclosing box) and clipped,
-    polygons transformed as coordinates (exact), RLE/bitmask segmentations decoded and warped
-    (nearest), keypoints transformed with out-of-image ones set to v=0 and left/right swapped
-    after an odd number of horizontal flips. The input dict is not modified."""
-    anno = dict(annotation)
-    h, w = image_size
-    box = transforms.apply_box(np.asarray(anno["bbox"], dtype=np.float32).reshape(1, 4))[0]
-    box[0::2] = np.clip(box[0::2], 0, w)
-    box[1::2] = np.clip(box[1::2], 0, h)
-    anno["bbox"] = box.tolist()
-    anno["bbox_mode"] = "XYXY_ABS"
-
-    segm = anno.get("segmentation")
-    if segm is not None:
-        if isinstance(segm, (list, tuple)):
-            anno["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(segm)]
-        else:
-            if isinstance(segm, dict):
-                hh, ww = (int(s) for s in segm["size"])
-                mask = segmentation_to_mask(segm, hh, ww)
-            else:
-                mask = np.asarray(segm, dtype=np.uint8)
-            mask = transforms.apply_segmentation(mask)
-            if mask.shape[:2] != (h, w):
-                raise ValueError(f"transformed mask has size {mask.shape[:2]}, image has {(h, w)}")
-            anno["segmentation"] = mask
-    if anno.get("keypoints") is not None:
-        anno["keypoints"] = _transform_keypoints(
-            anno["keypoints"], transforms, image_size, keypoint_hflip_indices
-        )
-    return anno
 
 
 class DatasetMapper:
