@@ -16,20 +16,20 @@ from multitask.config import get_cfg
 from multitask.data import DatasetCatalog, register_datasets_from_cfg
 from multitask.data.synthetic import generate_synthetic_people
 from multitask.engine import Trainer
+from multitask.engine.activity_training import activity_poses_from_dicts, fit_activity_classifier
+from multitask.evaluation.activity_metrics import classification_metrics, stratified_group_kfold
 from multitask.modeling.postprocessing import POSTPROCESSOR_REGISTRY, build_postprocessors
 from multitask.modeling.postprocessing.activity import (
-    GEOMETRY_DIM,
     ActivityClassifier,
     ActivityMLP,
-    activity_poses_from_dicts,
-    classification_metrics,
-    fit_activity_classifier,
+    load_activity_weights,
+    save_activity_weights,
+)
+from multitask.modeling.postprocessing.activity_features import (
+    GEOMETRY_DIM,
     flip_keypoints,
     keypoints_to_activity_features,
-    load_activity_weights,
     pose_geometry_features,
-    save_activity_weights,
-    stratified_group_kfold,
 )
 from multitask.structures import Instances
 

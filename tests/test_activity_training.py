@@ -8,17 +8,16 @@ import pytest
 import torch
 
 from multitask.data.pose_augment import OCCLUSION_PATTERNS, augment_poses, occlude, pose_slices
+from multitask.engine.activity_training import (
+    balanced_class_weights,
+    balanced_group_weights,
+    train_activity_mlp,
+)
 from multitask.evaluation.activity_evaluation import evaluate_activity
 from multitask.evaluation.calibration import expected_calibration_error, fit_temperature
 from multitask.evaluation.coco_evaluation import instances_to_coco_json
-from multitask.modeling.postprocessing.activity import (
-    UNKNOWN_ACTIVITY,
-    ActivityClassifier,
-    balanced_class_weights,
-    balanced_group_weights,
-    keypoints_to_activity_features,
-    train_activity_mlp,
-)
+from multitask.modeling.postprocessing.activity import UNKNOWN_ACTIVITY, ActivityClassifier
+from multitask.modeling.postprocessing.activity_features import keypoints_to_activity_features
 from multitask.structures import Instances
 
 # a figure in a 100 x 200 box: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles

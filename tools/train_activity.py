@@ -8,7 +8,8 @@ the annotation's ``person_id``/``track_id`` if present, else its ``id``).
 
 Features: the keypoints normalised in their box with a visibility mask, and the pose's geometry
 (joint angles, limb directions and lengths; ``--no-geometry`` leaves it out, and such weights load
-with ``MODEL.ACTIVITY.GEOMETRY False``); see ``multitask.modeling.postprocessing.activity``.
+with ``MODEL.ACTIVITY.GEOMETRY False``); see
+``multitask.modeling.postprocessing.activity_features``.
 
 K-fold cross-validation with folds split by person (stratified, no person in two folds), Adam
 (``--lr``), ``ReduceLROnPlateau`` (factor 0.1) and best-epoch selection on an inner, person-grouped
@@ -54,21 +55,24 @@ import numpy as np
 import torch
 
 from multitask.data.pose_augment import augment_poses, visibility_groups
+from multitask.engine.activity_training import (
+    balanced_class_weights,
+    balanced_group_weights,
+    present_keypoint_mask,
+    train_activity_mlp,
+    with_mirrored_poses,
+)
+from multitask.evaluation.activity_metrics import classification_metrics, stratified_group_kfold
 from multitask.evaluation.activity_report import format_report, report, save_confusion_png
 from multitask.evaluation.calibration import expected_calibration_error, fit_temperature
 from multitask.modeling.postprocessing.activity import (
-    KEEP_ASPECT,
     ActivityClassifier,
-    balanced_class_weights,
-    balanced_group_weights,
-    classification_metrics,
-    keypoints_to_activity_features,
     load_activity_weights,
-    present_keypoint_mask,
     save_activity_weights,
-    stratified_group_kfold,
-    train_activity_mlp,
-    with_mirrored_poses,
+)
+from multitask.modeling.postprocessing.activity_features import (
+    KEEP_ASPECT,
+    keypoints_to_activity_features,
 )
 from multitask.utils.file_io import atomic_write
 

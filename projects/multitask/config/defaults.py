@@ -325,8 +325,8 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # Append a per-keypoint visibility mask to the 34-vector so missing joints are explicit
     _C.MODEL.ACTIVITY.USE_VISIBILITY = True
     # Also feed the MLP the pose's joint angles, limb directions and lengths (COCO keypoints;
-    # see multitask.modeling.postprocessing.activity.pose_geometry_features). Must match the
-    # weights file; False for files written before this key existed.
+    # see multitask.modeling.postprocessing.activity_features.pose_geometry_features). Must
+    # match the weights file; False for files written before this key existed.
     _C.MODEL.ACTIVITY.GEOMETRY = True
     # Keypoints with a score below this count as missing for the classifier (the score is
     # MODEL.ROI_KEYPOINT_HEAD.SCORE's: a logit by default, a probability with "prob")

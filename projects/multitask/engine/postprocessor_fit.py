@@ -73,11 +73,8 @@ def fit_activity_on_train_gt(cfg, model) -> Dict:
     """``MODEL.ACTIVITY.FIT_ON_TRAIN_GT``: fit ``model``'s ActivityClassifier post-processor on the
     ground-truth poses of ``cfg.DATASETS.TRAIN`` and save it to
     ``OUTPUT_DIR/activity_classifier.pth`` (main process). Returns the fit's statistics."""
-    from ..modeling.postprocessing.activity import (
-        activity_poses_from_dicts,
-        fit_activity_classifier,
-        save_activity_weights,
-    )
+    from ..modeling.postprocessing.activity import save_activity_weights
+    from .activity_training import activity_poses_from_dicts, fit_activity_classifier
 
     classifier = _postprocessor(cfg, model, "ActivityClassifier", "MODEL.ACTIVITY.FIT_ON_TRAIN_GT")
     if cfg.MODEL.ACTIVITY.WEIGHTS:

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..modeling.postprocessing.activity import COCO_FLIP_PERMUTATION
+from ..modeling.postprocessing.activity_features import COCO_FLIP_PERMUTATION
 from ..modeling.postprocessing.prn import PoseResidualNetwork
 from ..modeling.postprocessing.prn_codec import decode_prn_output, snap_to_candidates
 

@@ -9,7 +9,7 @@ import numpy as np
 from tabulate import tabulate
 
 from ..data.pose_augment import pose_slices
-from ..modeling.postprocessing.activity import classification_metrics
+from .activity_metrics import classification_metrics
 
 
 def slice_metrics(keypoints: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,

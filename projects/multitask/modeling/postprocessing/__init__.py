@@ -3,7 +3,8 @@ from .registry import POSTPROCESSOR_REGISTRY, build_postprocessors, run_postproc
 # Importing the modules registers their post-processors ("PoseResidualNetwork",
 # "ActivityClassifier").
 from . import activity, prn  # noqa: F401,E402  isort: skip
-from .activity import ActivityClassifier, ActivityMLP, keypoints_to_activity_features  # noqa: E402
+from .activity import ActivityClassifier, ActivityMLP  # noqa: E402
+from .activity_features import keypoints_to_activity_features  # noqa: E402
 from .prn import (  # noqa: E402
     PoseResidualNetwork,
     decode_prn_output,
