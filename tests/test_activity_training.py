@@ -159,7 +159,7 @@ def test_temperature_scaling_lowers_the_calibration_error():
 
 def _classifier(**kw):
     torch.manual_seed(0)
-    return ActivityClassifier(classes=["a", "b"], hidden_dims=[8], load_weights=False, **kw).eval()
+    return ActivityClassifier(classes=["a", "b"], hidden_dims=[8], weights="", **kw).eval()
 
 
 def test_unknown_below_the_thresholds_and_in_the_outputs():
@@ -244,7 +244,7 @@ def test_train_then_score_saved_weights(tmp_path):
     weights = tmp_path / "cv" / "activity_classifier.pth"
     saved = torch.load(weights, weights_only=True)
     assert saved["temperature"] == pytest.approx(out["temperature"])
-    clf = ActivityClassifier(classes=["walking", "sitting"], hidden_dims=[16], load_weights=False)
+    clf = ActivityClassifier(classes=["walking", "sitting"], hidden_dims=[16], weights="")
     clf.load_weights(str(weights))
     assert float(clf.temperature) == pytest.approx(out["temperature"])
 

@@ -43,7 +43,7 @@ def test_config_file_merges_and_builds(config_file, tmp_path):
             save_activity_weights,
         )
 
-        clf = ActivityClassifier(cfg, load_weights=False)
+        clf = ActivityClassifier(cfg, weights="")
         path = str(tmp_path / "activity_classifier.pth")
         save_activity_weights(path, clf.mlp, clf.classes, clf.input_layout(), clf.hidden_dims,
                               clf.dropout_p)
@@ -196,3 +196,28 @@ def test_get_cfg_exported():
     cfg = get_cfg()
     assert cfg.MODEL.ROI_KEYPOINT_HEAD.OFFSET_REFINEMENT is True
     assert cfg.MODEL.ROI_KEYPOINT_HEAD.HEATMAP_SIZE == 56
+
+
+def test_configurable_parts_take_cfg_kwargs_or_the_default_config():
+    """One construction idiom: from_config(cfg) gives every argument; keywords override it; no
+    cfg means the default config, the one source of defaults."""
+    from multitask.data import DatasetMapper
+    from multitask.modeling.postprocessing import ActivityClassifier, PoseResidualNetwork
+
+    cfg = get_cfg()
+    cfg.MODEL.PRN.HEATMAP_SIZE = [14, 9]
+    cfg.MODEL.PRN.HIDDEN_DIM = 8
+    prn = PoseResidualNetwork(cfg)
+    assert prn.heatmap_size == (14, 9) and prn.fc1.out_features == 8
+    assert PoseResidualNetwork(cfg, hidden_dim=4).fc1.out_features == 4
+    bare = PoseResidualNetwork(heatmap_size=(14, 9), hidden_dim=8)
+    defaults = get_cfg().MODEL.PRN
+    assert bare.margin == defaults.BOX_MARGIN and bare.min_confidence == defaults.MIN_CONFIDENCE
+    with pytest.raises(TypeError, match=r"unexpected arguments \['hidden'\]"):
+        PoseResidualNetwork(cfg, hidden=8)
+    clf = ActivityClassifier(classes=["a", "b"], hidden_dims=[8])
+    assert clf.dropout_p == get_cfg().MODEL.ACTIVITY.DROPOUT and clf.weights_source == ""
+    # from_config's own arguments, by position or by name
+    assert DatasetMapper(cfg, False).is_train is False
+    assert DatasetMapper(cfg, is_train=False).is_train is False
+    assert DatasetMapper(is_train=False, augmentations=[]).augmentations == []

@@ -188,7 +188,7 @@ def test_quickstart_chain_fits_trains_and_reports_before_and_after_the_prn(
     trainer.before_train()  # the PostprocessorFit hook fits the PRN and the classifier here
     assert set(trainer.fit_stats) == {"PoseResidualNetwork", "ActivityClassifier"}
     prn = trainer.model.postprocessors["PoseResidualNetwork"]
-    saved = PoseResidualNetwork(cfg, load_weights=False)
+    saved = PoseResidualNetwork(cfg, weights="")
     load_prn_weights(saved, str(tmp_path / "out" / "prn.pth"))
     for k, v in prn.state_dict().items():
         assert torch.equal(saved.state_dict()[k], v), k
@@ -272,6 +272,6 @@ def test_coco_full_chain_config_names_its_activity_weights(tmp_path):
     assert cfg.MODEL.ROI_KEYPOINT_HEAD.DEFORM_ON
     assert cfg.MODEL.ACTIVITY.WEIGHTS == "output/activity/activity_classifier.pth"
     assert not cfg.MODEL.ACTIVITY.FIT_ON_TRAIN_GT  # COCO has no activity labels
-    clf = ActivityClassifier(cfg, load_weights=False)
+    clf = ActivityClassifier(cfg, weights="")
     with pytest.raises(FileNotFoundError, match="MODEL.ACTIVITY.WEIGHTS"):
         clf.load_weights(str(tmp_path / "missing.pth"))

@@ -366,7 +366,7 @@ def evaluate_weights(args):
         use_visibility=bool(layout.get("use_visibility", True)),
         geometry=bool(layout.get("geometry", False)),
         score_thresh=float(layout.get("score_thresh", args.score_thresh)),
-        load_weights=False,
+        weights="",
         min_confidence=args.min_confidence,
         min_visible_keypoints=args.min_visible_keypoints,
     )
@@ -511,7 +511,7 @@ def main(argv=None):
         geometry=args.geometry,
         score_thresh=args.score_thresh,
         keep_aspect=not args.no_keep_aspect,
-        load_weights=False,
+        weights="",
     )
     classifier.keypoint_mask.copy_(torch.as_tensor(keypoint_mask, dtype=torch.float32))
     layout = classifier.input_layout()

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..config.configurable import configurable
 from .catalog import MetadataCatalog
 from .detection_utils import (
     ImageReadError,
@@ -63,10 +64,11 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
 class DatasetMapper:
     """Callable: dataset dict -> model input dict, or ``None`` for an unreadable image.
 
-    Build it from a config, ``DatasetMapper(cfg, is_train)``, or with explicit arguments,
-    ``DatasetMapper(is_train=True, augmentations=[...], ...)``; explicit arguments override the
-    config's. The output (docs/internals.md): ``image`` uint8 ``(3, H, W)`` in ``image_format``,
-    ``height``/``width`` of the original image, ``file_name``, ``image_id`` and, in training,
+    Build it from a config, ``DatasetMapper(cfg, is_train)`` (:meth:`from_config`), or with
+    explicit arguments, ``DatasetMapper(is_train=True, augmentations=[...], ...)``; explicit
+    arguments override the config's (the default config's without ``cfg``). The output
+    (docs/internals.md): ``image`` uint8 ``(3, H, W)`` in ``image_format``, ``height``/``width``
+    of the original image, ``file_name``, ``image_id`` and, in training,
     ``instances`` (crowd dropped; boxes clipped to the image; instances with a degenerate box
     after the transforms dropped; after a rotation the box of an instance with a mask is the tight
     box of its rotated mask). Besides the fields of internals.md, ``instances`` carry
@@ -76,40 +78,24 @@ class DatasetMapper:
     per file and counted in ``num_skipped``; the mapper then returns ``None``.
     """
 
+    @configurable
     def __init__(
         self,
-        cfg=None,
-        is_train: bool = True,
         *,
-        augmentations: Optional[Sequence[Union[Augmentation, Transform]]] = None,
-        image_format: Optional[str] = None,
-        use_instance_mask: Optional[bool] = None,
-        use_keypoint: Optional[bool] = None,
-        activity_classes: Optional[Sequence[str]] = None,
-        keypoint_hflip_indices: Optional[Sequence[int]] = None,
+        is_train: bool,
+        augmentations: Sequence[Union[Augmentation, Transform]],
+        image_format: str,
+        use_instance_mask: bool,
+        use_keypoint: bool,
+        activity_classes: Optional[Sequence[str]],
+        keypoint_hflip_indices: Optional[Sequence[int]],
         box_threshold: float = 1e-5,
     ):
-        if isinstance(cfg, bool):  # DatasetMapper(True, ...)
-            cfg, is_train = None, cfg
         self.is_train = bool(is_train)
-        if cfg is not None:
-            if augmentations is None:
-                augmentations = build_augmentation(cfg, is_train)
-            if image_format is None:
-                image_format = cfg.INPUT.FORMAT
-            if use_instance_mask is None:
-                use_instance_mask = bool(cfg.MODEL.MASK_ON)
-            if use_keypoint is None:
-                use_keypoint = bool(cfg.MODEL.KEYPOINT_ON)
-            if activity_classes is None:
-                act = cfg.MODEL.get("ACTIVITY")
-                activity_classes = list(act.CLASSES) if act is not None else None
-            if keypoint_hflip_indices is None:
-                keypoint_hflip_indices = self._hflip_indices_from_metadata(cfg.DATASETS.TRAIN)
         self.augmentations = list(augmentations or [])
-        self.image_format = image_format or "BGR"
-        self.use_instance_mask = True if use_instance_mask is None else bool(use_instance_mask)
-        self.use_keypoint = True if use_keypoint is None else bool(use_keypoint)
+        self.image_format = image_format
+        self.use_instance_mask = bool(use_instance_mask)
+        self.use_keypoint = bool(use_keypoint)
         self.activity_classes = list(activity_classes) if activity_classes is not None else None
         self.keypoint_hflip_indices = np.asarray(
             keypoint_hflip_indices
@@ -124,6 +110,21 @@ class DatasetMapper:
             "[DatasetMapper] %s augmentations: %s",
             "train" if self.is_train else "test", self.augmentations,
         )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        """The constructor's arguments from ``INPUT.*`` (augmentations, format), ``MODEL.MASK_ON``,
+        ``MODEL.KEYPOINT_ON``, ``MODEL.ACTIVITY.CLASSES`` and the keypoint flip map of the first
+        ``DATASETS.TRAIN`` dataset's metadata (COCO's when none)."""
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentation(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "use_instance_mask": bool(cfg.MODEL.MASK_ON),
+            "use_keypoint": bool(cfg.MODEL.KEYPOINT_ON),
+            "activity_classes": list(cfg.MODEL.ACTIVITY.CLASSES),
+            "keypoint_hflip_indices": cls._hflip_indices_from_metadata(cfg.DATASETS.TRAIN),
+        }
 
     @staticmethod
     def _hflip_indices_from_metadata(names: Sequence[str]) -> Optional[np.ndarray]:

@@ -29,18 +29,19 @@ K-fold, classification metrics), both used by ``tools/train_activity.py``.
 """
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config.configurable import configurable
 from ...structures.activity import UNKNOWN_ACTIVITY
 from ...utils.file_io import atomic_write
 from .activity_features import KEEP_ASPECT, activity_feature_dim, keypoints_to_activity_features
 from .registry import POSTPROCESSOR_REGISTRY
-from .weights_io import cfg_get, load_state_dict_checked
+from .weights_io import load_state_dict_checked
 
 __all__ = [
     "ActivityMLP",
@@ -135,48 +136,40 @@ def load_activity_weights(path: str, key: str = "MODEL.ACTIVITY.WEIGHTS") -> Dic
 class ActivityClassifier(nn.Module):
     """Registered post-processor "ActivityClassifier": activity per detected person.
 
-    ``ActivityClassifier(cfg)`` reads ``MODEL.ACTIVITY.*`` and loads ``MODEL.ACTIVITY.WEIGHTS``
-    when set; keyword arguments override cfg values. The weights file must list the same classes
-    as ``MODEL.ACTIVITY.CLASSES`` and the same ``use_visibility`` as
+    ``ActivityClassifier(cfg)`` reads ``MODEL.ACTIVITY.*`` (:meth:`from_config`) and loads
+    ``MODEL.ACTIVITY.WEIGHTS`` when set; keyword arguments override cfg values (the default
+    config's without ``cfg``; ``weights=""`` builds it untrained). The weights file must list
+    the same classes as ``MODEL.ACTIVITY.CLASSES`` and the same ``use_visibility`` as
     ``MODEL.ACTIVITY.USE_VISIBILITY`` and ``geometry`` as ``MODEL.ACTIVITY.GEOMETRY``;
     its ``keep_aspect`` and ``keypoint_mask`` are taken from the file (both are also buffers, so
     they travel in a full-model checkpoint).
     """
 
+    @configurable
     def __init__(
         self,
-        cfg=None,
         *,
-        classes: Optional[Sequence[str]] = None,
-        hidden_dims: Optional[Sequence[int]] = None,
-        dropout: Optional[float] = None,
-        use_visibility: Optional[bool] = None,
-        geometry: Optional[bool] = None,
-        score_thresh: Optional[float] = None,
-        keep_aspect: Optional[bool] = None,
-        num_keypoints: int = 17,
-        load_weights: bool = True,
-        min_confidence: Optional[float] = None,
-        min_visible_keypoints: Optional[int] = None,
+        classes: Sequence[str],
+        hidden_dims: Sequence[int],
+        dropout: float,
+        use_visibility: bool,
+        geometry: bool,
+        score_thresh: float,
+        keep_aspect: bool,
+        num_keypoints: int,
+        min_confidence: float,
+        min_visible_keypoints: int,
+        weights: str = "",
     ):
         super().__init__()
-
-        def pick(value, key, default):
-            return value if value is not None else cfg_get(cfg, key, default)
-
-        self.classes = list(
-            pick(classes, "MODEL.ACTIVITY.CLASSES", ["walking", "running", "sitting", "standing"])
-        )
-        hidden = pick(hidden_dims, "MODEL.ACTIVITY.HIDDEN_DIMS", [3072, 128])
-        self.hidden_dims = [int(h) for h in hidden]
-        self.dropout_p = float(pick(dropout, "MODEL.ACTIVITY.DROPOUT", 0.3))
-        self.use_visibility = bool(pick(use_visibility, "MODEL.ACTIVITY.USE_VISIBILITY", True))
-        self.geometry = bool(pick(geometry, "MODEL.ACTIVITY.GEOMETRY", True))
-        self.score_thresh = float(pick(score_thresh, "MODEL.ACTIVITY.KEYPOINT_THRESHOLD", 0.05))
-        self.min_confidence = float(pick(min_confidence, "MODEL.ACTIVITY.MIN_CONFIDENCE", 0.0))
-        self.min_visible_keypoints = int(
-            pick(min_visible_keypoints, "MODEL.ACTIVITY.MIN_VISIBLE_KEYPOINTS", 0)
-        )
+        self.classes = list(classes)
+        self.hidden_dims = [int(h) for h in hidden_dims]
+        self.dropout_p = float(dropout)
+        self.use_visibility = bool(use_visibility)
+        self.geometry = bool(geometry)
+        self.score_thresh = float(score_thresh)
+        self.min_confidence = float(min_confidence)
+        self.min_visible_keypoints = int(min_visible_keypoints)
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"MODEL.ACTIVITY.MIN_CONFIDENCE must be in [0, 1], got "
                              f"{self.min_confidence}")
@@ -189,8 +182,7 @@ class ActivityClassifier(nn.Module):
                 f"{self.num_keypoints}"
             )
         self.register_buffer("keypoint_mask", torch.ones(self.num_keypoints))
-        keep = KEEP_ASPECT if keep_aspect is None else keep_aspect
-        self.register_buffer("keep_aspect_flag", torch.tensor(float(keep)))
+        self.register_buffer("keep_aspect_flag", torch.tensor(float(bool(keep_aspect))))
         # logits are divided by it: 1 = uncalibrated; a weights file carries its fitted value
         self.register_buffer("temperature", torch.tensor(1.0))
         self.mlp = ActivityMLP(
@@ -201,9 +193,27 @@ class ActivityClassifier(nn.Module):
         )
         # where the weights came from: "" while untrained, a file, or "fitted"
         self.weights_source = ""
-        weights = cfg_get(cfg, "MODEL.ACTIVITY.WEIGHTS", "") if load_weights else ""
         if weights:
             self.load_weights(weights)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        """The constructor's arguments from ``MODEL.ACTIVITY.*`` (``weights``:
+        ``MODEL.ACTIVITY.WEIGHTS``) and ``MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS``."""
+        a = cfg.MODEL.ACTIVITY
+        return {
+            "classes": list(a.CLASSES),
+            "hidden_dims": list(a.HIDDEN_DIMS),
+            "dropout": a.DROPOUT,
+            "use_visibility": a.USE_VISIBILITY,
+            "geometry": a.GEOMETRY,
+            "score_thresh": a.KEYPOINT_THRESHOLD,
+            "keep_aspect": KEEP_ASPECT,
+            "num_keypoints": cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
+            "min_confidence": a.MIN_CONFIDENCE,
+            "min_visible_keypoints": a.MIN_VISIBLE_KEYPOINTS,
+            "weights": a.WEIGHTS,
+        }
 
     @property
     def keep_aspect(self) -> bool:

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config.configurable import configurable
 from .prn_codec import (
     KEYPOINT_SCORE_THRESH,
     SNAP_RADIUS,
@@ -65,7 +66,7 @@ from .prn_codec import (
     snap_to_candidates,
 )
 from .registry import POSTPROCESSOR_REGISTRY
-from .weights_io import cfg_get, load_state_dict_checked
+from .weights_io import load_state_dict_checked
 
 __all__ = [
     "enlarge_boxes",
@@ -196,9 +197,10 @@ def load_prn_weights(module: nn.Module, path: str, key: str = "MODEL.PRN.WEIGHTS
 class PoseResidualNetwork(nn.Module):
     """The PRN, usable as a plain network and as the registered post-processor.
 
-    ``PoseResidualNetwork(cfg)`` reads ``MODEL.PRN.*`` (and loads ``MODEL.PRN.WEIGHTS`` if set);
-    keyword arguments override cfg values, and ``PoseResidualNetwork(heatmap_size=(28, 18),
-    hidden_dim=128)`` without a cfg builds a bare network for training.
+    ``PoseResidualNetwork(cfg)`` reads ``MODEL.PRN.*`` (:meth:`from_config`; loads
+    ``MODEL.PRN.WEIGHTS`` if set); keyword arguments override cfg values, and
+    ``PoseResidualNetwork(heatmap_size=(28, 18), hidden_dim=128)`` without a cfg takes the
+    other values from the default config (:func:`multitask.config.configurable`).
 
     Network calls: :meth:`forward_logits` ``(B, K, H, W) -> (B, K, H, W)`` logits;
     :meth:`predict` -> softmax probabilities over ``H * W`` per channel; :meth:`loss`.
@@ -206,52 +208,40 @@ class PoseResidualNetwork(nn.Module):
     Post-processor call: ``forward(batched_inputs, results) -> results`` (see module docstring).
     """
 
+    @configurable
     def __init__(
         self,
-        cfg=None,
         *,
-        heatmap_size: Optional[Sequence[int]] = None,
-        hidden_dim: Optional[int] = None,
-        dropout: Optional[float] = None,
-        margin: Optional[float] = None,
-        sigma: Optional[float] = None,
-        min_confidence: Optional[float] = None,
-        score_thresh: Optional[float] = None,
-        source_score_thresh: Optional[float] = None,
-        snap_radius: Optional[float] = None,
-        num_keypoints: Optional[int] = None,
-        variant: Optional[str] = None,
-        load_weights: bool = True,
+        heatmap_size: Sequence[int],
+        hidden_dim: int,
+        dropout: float,
+        margin: float,
+        sigma: float,
+        min_confidence: float,
+        score_thresh: float,
+        source_score_thresh: float,
+        snap_radius: float,
+        num_keypoints: int,
+        variant: str,
+        weights: str = "",
     ):
         super().__init__()
-
-        def pick(value, key, default):
-            return value if value is not None else cfg_get(cfg, key, default)
-
-        hs = pick(heatmap_size, "MODEL.PRN.HEATMAP_SIZE", (56, 36))
-        self.heatmap_size = (int(hs[0]), int(hs[1]))
-        self.hidden_dim = int(pick(hidden_dim, "MODEL.PRN.HIDDEN_DIM", 1024))
-        self.dropout_p = float(pick(dropout, "MODEL.PRN.DROPOUT", 0.5))
-        self.margin = float(pick(margin, "MODEL.PRN.BOX_MARGIN", 0.1))
-        self.sigma = float(pick(sigma, "MODEL.PRN.SIGMA", 1.0))
-        self.min_confidence = float(pick(min_confidence, "MODEL.PRN.MIN_CONFIDENCE", 0.05))
-        self.num_keypoints = int(
-            pick(num_keypoints, "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", 17)
-        )
-        self.variant = str(pick(variant, "MODEL.PRN.VARIANT", "residual_mlp"))
+        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        self.hidden_dim = int(hidden_dim)
+        self.dropout_p = float(dropout)
+        self.margin = float(margin)
+        self.sigma = float(sigma)
+        self.min_confidence = float(min_confidence)
+        self.num_keypoints = int(num_keypoints)
+        self.variant = str(variant)
         if self.variant not in PRN_VARIANTS:
             raise ValueError(
                 f"MODEL.PRN.VARIANT: unknown '{self.variant}', expected one of {PRN_VARIANTS}"
             )
         self.weights_source = ""
-        self.score_thresh = float(
-            pick(score_thresh, "MODEL.PRN.KEYPOINT_THRESHOLD", KEYPOINT_SCORE_THRESH)
-        )
-        self.source_box_score_thresh = float(
-            pick(source_score_thresh, "MODEL.PRN.SOURCE_SCORE_THRESH", SOURCE_BOX_SCORE_THRESH)
-        )
-        radius = float(pick(snap_radius, "MODEL.PRN.SNAP_RADIUS", SNAP_RADIUS))
-        self.snap_radius = math.inf if radius < 0 else radius
+        self.score_thresh = float(score_thresh)
+        self.source_box_score_thresh = float(source_score_thresh)
+        self.snap_radius = math.inf if snap_radius < 0 else float(snap_radius)
 
         H, W = self.heatmap_size
         d = self.num_keypoints * H * W
@@ -259,9 +249,28 @@ class PoseResidualNetwork(nn.Module):
         self.dropout = nn.Dropout(self.dropout_p)
         self.fc2 = nn.Linear(self.hidden_dim, d)
 
-        weights = cfg_get(cfg, "MODEL.PRN.WEIGHTS", "") if load_weights else ""
         if weights:
             load_prn_weights(self, weights)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        """The constructor's arguments from ``MODEL.PRN.*`` (``weights``: ``MODEL.PRN.WEIGHTS``)
+        and ``MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS``."""
+        p = cfg.MODEL.PRN
+        return {
+            "heatmap_size": tuple(p.HEATMAP_SIZE),
+            "hidden_dim": p.HIDDEN_DIM,
+            "dropout": p.DROPOUT,
+            "margin": p.BOX_MARGIN,
+            "sigma": p.SIGMA,
+            "min_confidence": p.MIN_CONFIDENCE,
+            "score_thresh": p.KEYPOINT_THRESHOLD,
+            "source_score_thresh": p.SOURCE_SCORE_THRESH,
+            "snap_radius": p.SNAP_RADIUS,
+            "num_keypoints": cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS,
+            "variant": p.VARIANT,
+            "weights": p.WEIGHTS,
+        }
 
     # ---- network ------------------------------------------------------------------------
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:

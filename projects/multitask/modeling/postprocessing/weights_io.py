@@ -1,21 +1,11 @@
-"""Helpers the post-processors share: reading a config key with a default, and loading a state
-dict that must fit exactly (an error naming the file, the config key and every mismatch)."""
+"""Loading a post-processor's state dict that must fit exactly (an error naming the file, the
+config key and every mismatch)."""
 
 from typing import Dict
 
 from torch import nn
 
-__all__ = ["cfg_get", "load_state_dict_checked"]
-
-
-def cfg_get(cfg, key: str, default):
-    """``cfg.A.B.C`` for ``key = "A.B.C"``; ``default`` when ``cfg`` is None or lacks the key."""
-    node = cfg
-    for part in key.split("."):
-        if node is None or not hasattr(node, part):
-            return default
-        node = getattr(node, part)
-    return node
+__all__ = ["load_state_dict_checked"]
 
 
 def load_state_dict_checked(module: nn.Module, sd: Dict, path: str, key: str, what: str) -> None:
