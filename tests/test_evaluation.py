@@ -5,8 +5,6 @@ import json
 import logging
 import math
 import os
-import sys
-import types
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -16,7 +14,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from shared_data import COCO_MINI_VAL_JSON as REAL_GT
 
-import multitask
 from multitask.config import get_cfg
 from multitask.evaluation import (
     KEYPOINT_COORD_OFFSET,
@@ -363,23 +360,23 @@ def test_real_coco_mini_gt(tmp_path):
         assert 5 < results[task]["AP"] < 99
 
 
-def test_dataset_name_lookup(synthetic, monkeypatch):
+def test_dataset_name_lookup(synthetic):
+    """A registered dataset's name gives the evaluator its json and its activity classes."""
+    from multitask.data import DatasetCatalog, MetadataCatalog, register_coco_person_keypoints
+
     path, _, batches, _ = synthetic
-    calls = []
-
-    class _Meta:
-        json_file = path
-        activity_classes = ACTIVITIES
-
-    fake = types.ModuleType("multitask.data")
-    fake.get_dataset_json = lambda name: calls.append(name)
-    fake.MetadataCatalog = types.SimpleNamespace(get=lambda name: _Meta())
-    monkeypatch.setitem(sys.modules, "multitask.data", fake)
-    monkeypatch.setattr(multitask, "data", fake, raising=False)
-    evaluator = COCOEvaluator("my_dataset_val", tasks=("bbox",))
-    assert calls == ["my_dataset_val"]
-    results = _run(evaluator, batches[:1])
-    assert "bbox" in results and "activity" in results  # activity classes came from the metadata
+    register_coco_person_keypoints("my_dataset_val", path, os.path.dirname(path))
+    MetadataCatalog.get("my_dataset_val").set(activity_classes=ACTIVITIES)
+    try:
+        evaluator = COCOEvaluator("my_dataset_val", tasks=("bbox",))
+        assert evaluator._json_file == path
+        results = _run(evaluator, batches[:1])
+        assert "bbox" in results and "activity" in results  # classes came from the metadata
+        with pytest.raises(FileNotFoundError, match="'no_such_dataset'"):
+            COCOEvaluator("no_such_dataset", tasks=("bbox",))
+    finally:
+        DatasetCatalog.remove("my_dataset_val")
+        MetadataCatalog.remove("my_dataset_val")
 
 
 def test_instances_to_coco_json_conventions():
@@ -405,10 +402,12 @@ def test_instances_to_coco_json_conventions():
 
 def test_keypoint_offset_matches_data_loader():
     """The evaluator undoes exactly the +0.5 the data loader adds to GT keypoints."""
-    data = pytest.importorskip("multitask.data")
-    if not hasattr(data, "KEYPOINT_COORD_OFFSET"):
-        pytest.skip("multitask.data has no KEYPOINT_COORD_OFFSET")
+    from multitask import data
+    from multitask.data.validation import clean_keypoints
+
     assert data.KEYPOINT_COORD_OFFSET == KEYPOINT_COORD_OFFSET
+    kpts, _ = clean_keypoints([3, 4, 2] * 17, 10, 10)
+    assert kpts[:3] == [3 + KEYPOINT_COORD_OFFSET, 4 + KEYPOINT_COORD_OFFSET, 2.0]
 
 
 # ------------------------------------------------------------------------------------------------

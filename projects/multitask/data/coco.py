@@ -26,14 +26,15 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Set, Union
 
-from .catalog import MetadataCatalog
-from .coco_keypoints import (
+from ..structures.keypoints import (
     COCO_PERSON_KEYPOINT_FLIP_MAP,
     COCO_PERSON_KEYPOINT_NAMES,
-    KEYPOINT_CONNECTION_RULES,
+    COCO_PERSON_KEYPOINTS,
     KEYPOINT_COORD_OFFSET,
-    NUM_KEYPOINTS,
+    KeypointSet,
+    infer_flip_map,
 )
+from .catalog import MetadataCatalog
 from .validation import (
     MAX_LOGGED_PER_KIND,
     ProblemLog,
@@ -49,25 +50,41 @@ from .validation import (
 
 logger = logging.getLogger(__name__)
 
+# COCO's person keypoints are defined in multitask.structures.keypoints and re-exported here
 __all__ = [
     "COCO_PERSON_KEYPOINT_NAMES",
     "COCO_PERSON_KEYPOINT_FLIP_MAP",
-    "KEYPOINT_CONNECTION_RULES",
     "KEYPOINT_COORD_OFFSET",
-    "NUM_KEYPOINTS",
     "MAX_LOGGED_PER_KIND",
     "load_coco_person_json",
 ]
 
 
-def _base_metadata() -> Dict[str, Any]:
-    return dict(
-        thing_classes=["person"],
-        keypoint_names=list(COCO_PERSON_KEYPOINT_NAMES),
-        keypoint_flip_map=[tuple(p) for p in COCO_PERSON_KEYPOINT_FLIP_MAP],
-        keypoint_connection_rules=list(KEYPOINT_CONNECTION_RULES),
-        evaluator_type="coco",
+def _base_metadata(keypoint_set: KeypointSet = COCO_PERSON_KEYPOINTS) -> Dict[str, Any]:
+    """A person dataset's metadata: its class and its keypoint set (COCO's by default)."""
+    return dict(thing_classes=["person"], evaluator_type="coco", **keypoint_set.metadata())
+
+
+def _keypoint_set(category: Dict[str, Any], json_file: str) -> KeypointSet:
+    """The keypoints the person category of a json labels: COCO's when it names none or COCO's
+    17, else its own (names, ``skeleton`` as 1-based index pairs, left/right pairs by name)."""
+    names = list(category.get("keypoints") or [])
+    if not names or tuple(names) == COCO_PERSON_KEYPOINT_NAMES:
+        return COCO_PERSON_KEYPOINTS
+    skeleton = [
+        (names[a - 1], names[b - 1])
+        for a, b in (category.get("skeleton") or [])
+        if 1 <= a <= len(names) and 1 <= b <= len(names)
+    ]
+    keypoint_set = KeypointSet(
+        names=tuple(names), flip_map=tuple(infer_flip_map(names)), skeleton=tuple(skeleton)
     )
+    logger.info(
+        "%s labels its own %d keypoints %s (left/right pairs %s); the model needs "
+        "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS %d", json_file, len(names), names,
+        [list(p) for p in keypoint_set.flip_map], len(names),
+    )
+    return keypoint_set
 
 
 def _read_coco_api(json_file: str, dataset_name: Optional[str]):
@@ -104,18 +121,12 @@ def _person_category_id(coco, json_file: str) -> Any:
         raise ValueError(
             f"{json_file} has no 'person' category (categories: {[c.get('name') for c in cats]})"
         )
-    json_kpt_names = (person[0] if person else cats[0]).get("keypoints")
-    if json_kpt_names and list(json_kpt_names) != list(COCO_PERSON_KEYPOINT_NAMES):
-        logger.warning(
-            "%s: keypoint names %s differ from COCO's; they are read in COCO's order anyway",
-            json_file, json_kpt_names,
-        )
-    return person_id
+    return person_id, _keypoint_set(person[0] if person else cats[0], json_file)
 
 
 def _annotation_record(
     ann: Dict[str, Any], height: int, width: int, path: str,
-    seen_ann_ids: Set[Any], problems: ProblemLog,
+    seen_ann_ids: Set[Any], problems: ProblemLog, keypoint_names: List[str],
 ) -> Optional[dict]:
     """The dataset-dict annotation of one COCO annotation, or ``None`` when it is skipped."""
     ann_id = ann.get("id")
@@ -135,7 +146,7 @@ def _annotation_record(
     if segm is None:  # counted only for annotations that are kept
         problems.report(segm_issue, path, ann_id)
 
-    kpts, kpt_issues = clean_keypoints(ann.get("keypoints"), height, width)
+    kpts, kpt_issues = clean_keypoints(ann.get("keypoints"), height, width, keypoint_names)
     for issue in kpt_issues:
         problems.report(issue, path, ann_id)
 
@@ -157,7 +168,7 @@ def _annotation_record(
 def _image_record(
     img_id: Any, img: Dict[str, Any], anns: List[Dict[str, Any]], image_root: str,
     check_image_files: bool, seen_ann_ids: Set[Any], problems: ProblemLog,
-    stats: "OrderedDict[str, int]",
+    stats: "OrderedDict[str, int]", keypoint_names: List[str],
 ) -> Optional[dict]:
     """The dataset dict of one image with its person annotations, or ``None`` when skipped."""
     entry, issue = clean_image_entry(img_id, img, len(anns))
@@ -174,7 +185,8 @@ def _image_record(
 
     objs = []
     for ann in anns:
-        obj = _annotation_record(ann, height, width, path, seen_ann_ids, problems)
+        obj = _annotation_record(ann, height, width, path, seen_ann_ids, problems,
+                                 keypoint_names)
         if obj is None:
             continue
         objs.append(obj)
@@ -218,7 +230,8 @@ def load_coco_person_json(
     json_file = os.fspath(json_file)
     image_root = os.fspath(image_root)
     coco = _read_coco_api(json_file, dataset_name)
-    person_id = _person_category_id(coco, json_file)
+    person_id, keypoint_set = _person_category_id(coco, json_file)
+    keypoint_names = list(keypoint_set.names)
 
     problems = ProblemLog(json_file, logger)
     stats: "OrderedDict[str, int]" = OrderedDict(
@@ -232,7 +245,7 @@ def load_coco_person_json(
         stats["annotations"] += len(anns)
         record = _image_record(
             img_id, coco.imgs[img_id], anns, image_root, check_image_files, seen_ann_ids,
-            problems, stats,
+            problems, stats, keypoint_names,
         )
         if record is not None:
             dataset_dicts.append(record)
@@ -254,13 +267,20 @@ def load_coco_person_json(
     )
 
     if dataset_name is not None:
-        MetadataCatalog.get(dataset_name).set(
+        md = MetadataCatalog.get(dataset_name)
+        meta = _base_metadata(keypoint_set)
+        given = md.get("keypoint_oks_sigmas")  # sigmas a user set for the dataset's own keypoints
+        if meta["keypoint_oks_sigmas"] is None and given is not None and len(given) == len(
+            keypoint_set
+        ):
+            meta["keypoint_oks_sigmas"] = list(given)
+        md.set(
             json_file=json_file,
             image_root=image_root,
             activity_classes=activity_classes,
             thing_dataset_id_to_contiguous_id={person_id: 0},
             load_stats=dict(stats),
-            **_base_metadata(),
+            **meta,
         )
     if return_stats:
         return dataset_dicts, stats

@@ -10,7 +10,11 @@ import torch
 
 from multitask.structures import Instances
 
-from .coco_keypoints import COCO_PERSON_KEYPOINT_FLIP_MAP, COCO_PERSON_KEYPOINT_NAMES
+from ..structures.keypoints import (
+    COCO_PERSON_KEYPOINT_FLIP_MAP,
+    COCO_PERSON_KEYPOINT_NAMES,
+    flip_permutation,
+)
 from .transforms import TransformList
 
 logger = logging.getLogger(__name__)
@@ -325,9 +329,6 @@ def create_keypoint_hflip_indices(
     keypoint_names: Sequence[str] = COCO_PERSON_KEYPOINT_NAMES,
     flip_map: Sequence[Tuple[str, str]] = COCO_PERSON_KEYPOINT_FLIP_MAP,
 ) -> np.ndarray:
-    """``idx`` such that ``flipped_keypoints = keypoints[idx]`` swaps left and right."""
-    names = list(keypoint_names)
-    pairs = dict(flip_map)
-    pairs.update({v: k for k, v in flip_map})
-    flipped = [pairs.get(n, n) for n in names]
-    return np.asarray([names.index(n) for n in flipped], dtype=np.int64)
+    """``idx`` such that ``flipped_keypoints = keypoints[idx]`` swaps left and right
+    (:func:`multitask.structures.keypoints.flip_permutation`)."""
+    return np.asarray(flip_permutation(list(keypoint_names), flip_map), dtype=np.int64)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..config.configurable import configurable
+from ..structures.keypoints import KeypointSet
 from .catalog import MetadataCatalog
 from .detection_utils import (
     ImageReadError,
@@ -130,9 +131,9 @@ class DatasetMapper:
     def _hflip_indices_from_metadata(names: Sequence[str]) -> Optional[np.ndarray]:
         for name in names or []:
             if name in MetadataCatalog:
-                md = MetadataCatalog.get(name)
-                if md.get("keypoint_names") and md.get("keypoint_flip_map"):
-                    return create_keypoint_hflip_indices(md.keypoint_names, md.keypoint_flip_map)
+                keypoint_set = KeypointSet.from_metadata(MetadataCatalog.get(name))
+                if keypoint_set is not None:
+                    return np.asarray(keypoint_set.flip_indices, dtype=np.int64)
         return None
 
     def _skip(self, file_name: str, reason: str) -> None:
@@ -182,6 +183,7 @@ class DatasetMapper:
         instances = annotations_to_instances(
             annos, (h, w), self.activity_classes,
             mask_on=need_masks, keypoint_on=self.use_keypoint,
+            num_keypoints=len(self.keypoint_hflip_indices),
         )
         if not transforms.axis_aligned and len(instances):
             # a rotated box is loose: use the tight box of the rotated mask where there is one

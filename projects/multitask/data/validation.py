@@ -41,9 +41,9 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from .coco_keypoints import COCO_PERSON_KEYPOINT_NAMES, KEYPOINT_COORD_OFFSET, NUM_KEYPOINTS
+from ..structures.keypoints import COCO_PERSON_KEYPOINT_NAMES, KEYPOINT_COORD_OFFSET
 
 logger = logging.getLogger(__name__)
 
@@ -276,22 +276,26 @@ def clean_bbox(
     )
 
 
-def clean_keypoints(keypoints: Any, height: int, width: int) -> Tuple[List[float], List[Issue]]:
-    """``(3K floats, issues)``: coordinates shifted by :data:`KEYPOINT_COORD_OFFSET`, v as float;
-    malformed triplets and labelled keypoints outside the image get v=0."""
-    kpts = [0.0] * (3 * NUM_KEYPOINTS)
+def clean_keypoints(
+    keypoints: Any, height: int, width: int, names: Sequence[str] = COCO_PERSON_KEYPOINT_NAMES
+) -> Tuple[List[float], List[Issue]]:
+    """``(3K floats, issues)`` for the K keypoint ``names`` of the dataset: coordinates shifted by
+    :data:`KEYPOINT_COORD_OFFSET`, v as float; malformed triplets and labelled keypoints outside
+    the image get v=0."""
+    num_keypoints = len(names)
+    kpts = [0.0] * (3 * num_keypoints)
     if keypoints is None or (isinstance(keypoints, (list, tuple)) and len(keypoints) == 0):
         return kpts, [Issue("keypoints_missing", "")]
-    if not isinstance(keypoints, (list, tuple)) or len(keypoints) != 3 * NUM_KEYPOINTS:
+    if not isinstance(keypoints, (list, tuple)) or len(keypoints) != 3 * num_keypoints:
         n = len(keypoints) if isinstance(keypoints, (list, tuple)) else keypoints
         return kpts, [
             Issue(
                 "keypoints_malformed",
-                f"keypoints has {n} values, expected {3 * NUM_KEYPOINTS}; all set to v=0",
+                f"keypoints has {n} values, expected {3 * num_keypoints}; all set to v=0",
             )
         ]
     n_bad, out_names = 0, []
-    for j in range(NUM_KEYPOINTS):
+    for j in range(num_keypoints):
         kx, ky, kv = keypoints[3 * j : 3 * j + 3]
         if not (_is_number(kx) and _is_number(ky) and kv in (0, 1, 2)):
             n_bad += 1
@@ -301,7 +305,7 @@ def clean_keypoints(keypoints: Any, height: int, width: int) -> Tuple[List[float
         kv = float(kv)
         if kv > 0 and not (0.0 <= kx <= width and 0.0 <= ky <= height):
             kv = 0.0
-            out_names.append(COCO_PERSON_KEYPOINT_NAMES[j])
+            out_names.append(names[j])
         kpts[3 * j : 3 * j + 3] = [kx, ky, kv]
     issues = []
     if n_bad:

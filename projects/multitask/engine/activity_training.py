@@ -135,7 +135,7 @@ def train_activity_mlp(
 
 
 def activity_poses_from_dicts(
-    dataset_dicts: Sequence[dict], classes: Sequence[str]
+    dataset_dicts: Sequence[dict], classes: Sequence[str], num_keypoints: int = 17
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground-truth poses of the people in detectron2-style dataset dicts (``docs/internals.md``)
     whose ``activity`` is one of ``classes`` (case-insensitive) and who have at least one labelled
@@ -149,14 +149,14 @@ def activity_poses_from_dicts(
             if ann.get("iscrowd", 0) or not isinstance(act, str) or act.lower() not in lower:
                 continue
             k = np.asarray(ann.get("keypoints") or [], dtype=np.float32).reshape(-1, 3)
-            if k.shape[0] != 17 or not (k[:, 2] > 0).any():
+            if k.shape[0] != num_keypoints or not (k[:, 2] > 0).any():
                 continue
             kps.append(k)
             boxes.append(np.asarray(ann["bbox"], dtype=np.float32))
             labels.append(lower.index(act.lower()))
     if not labels:
         return (
-            np.zeros((0, 17, 3), np.float32),
+            np.zeros((0, num_keypoints, 3), np.float32),
             np.zeros((0, 4), np.float32),
             np.zeros((0,), np.int64),
         )

@@ -15,6 +15,7 @@ import time
 from typing import Dict, Optional, Sequence
 
 from ..utils import comm
+from .keypoint_checks import train_keypoint_set
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def fit_activity_on_train_gt(cfg, model) -> Dict:
             f"MODEL.ACTIVITY.FIT_EPOCHS must be >= 1, got {cfg.MODEL.ACTIVITY.FIT_EPOCHS}"
         )
     start = time.perf_counter()
-    kps, boxes, labels = activity_poses_from_dicts(_train_dicts(cfg), classifier.classes)
+    kps, boxes, labels = activity_poses_from_dicts(_train_dicts(cfg), classifier.classes,
+                                                   classifier.num_keypoints)
     if len(labels) < 2:
         raise ValueError("MODEL.ACTIVITY.FIT_ON_TRAIN_GT: "
                          + _no_activity_labels_message(cfg, classifier.classes, len(labels)))
@@ -144,7 +146,7 @@ def fit_prn_on_train_gt(cfg, model) -> Optional[Dict]:
             "with labelled keypoints; set MODEL.PRN.WEIGHTS (tools/train_prn.py writes them)"
         )
     stats = fit_prn(prn, images, settings, seed=max(cfg.SEED, 0), progress=comm.is_main_process(),
-                    log=logger.info)
+                    log=logger.info, keypoint_set=train_keypoint_set(cfg))
     path = os.path.join(cfg.OUTPUT_DIR, "prn.pth")
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)

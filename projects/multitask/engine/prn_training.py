@@ -24,9 +24,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..modeling.postprocessing.activity_features import COCO_FLIP_PERMUTATION
 from ..modeling.postprocessing.prn import PoseResidualNetwork
 from ..modeling.postprocessing.prn_codec import decode_prn_output, snap_to_candidates
+from ..structures.keypoints import COCO_PERSON_KEYPOINTS, KeypointSet, hflip_keypoints
 
 __all__ = [
     "PRNFitSettings",
@@ -108,13 +108,11 @@ def people_from_coco_json(path: str) -> List[Dict]:
     return out
 
 
-def _flip_image_people(boxes: np.ndarray, kps: np.ndarray, width: float):
+def _flip_image_people(boxes: np.ndarray, kps: np.ndarray, width: float, flip: Sequence[int]):
     """Mirror an image's boxes and keypoints horizontally (left/right keypoints swapped)."""
     b = boxes.copy()
     b[:, 0], b[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    k = kps.copy()
-    k[..., 0] = np.where(kps[..., 2] > 0, width - kps[..., 0], 0.0)
-    return b, k[:, COCO_FLIP_PERMUTATION]
+    return b, hflip_keypoints(kps, width, flip)
 
 
 def _jitter_boxes(boxes: np.ndarray, amount: float, rng: np.random.RandomState) -> np.ndarray:
@@ -134,7 +132,8 @@ def _distractor_pool(images: List[Dict], min_keypoints: int = 5):
     return kps[keep], boxes[keep]
 
 
-def _sample_distractors(box: np.ndarray, pool, n: int, rng: np.random.RandomState) -> np.ndarray:
+def _sample_distractors(box: np.ndarray, pool, n: int, rng: np.random.RandomState,
+                        flip: Sequence[int]) -> np.ndarray:
     """``n`` poses from the pool, rescaled to ``box``'s height (x0.8-1.2) and placed overlapping
     it (centre shifted by 0.25-0.7 of its width sideways and up to 0.15 of its height)."""
     pk, pb = pool
@@ -151,18 +150,17 @@ def _sample_distractors(box: np.ndarray, pool, n: int, rng: np.random.RandomStat
         k[:, 0] = np.where(vis, (k[:, 0] - bcx) * scale + cx + dx, 0.0)
         k[:, 1] = np.where(vis, (k[:, 1] - bcy) * scale + cy + dy, 0.0)
         if rng.rand() < 0.5:  # mirror the distractor about its own centre
-            k[:, 0] = np.where(vis, 2 * (cx + dx) - k[:, 0], 0.0)
-            k = k[COCO_FLIP_PERMUTATION]
+            k = hflip_keypoints(k, 2 * (cx + dx), flip)
         out.append(k)
     return np.stack(out) if out else np.zeros((0,) + pk.shape[1:], np.float32)
 
 
-def _image_samples(im: Dict, net: PoseResidualNetwork, s: PRNFitSettings, rng, pool):
+def _image_samples(im: Dict, net: PoseResidualNetwork, s: PRNFitSettings, rng, pool, flip):
     """Inputs and targets ``(n, K, H, W)`` of one image's target people (augmented)."""
     boxes, kps = im["boxes"], im["keypoints"]
     if s.flip and rng.rand() < 0.5:
         width = im["width"] or float(max(boxes[:, 2].max(), kps[..., 0].max()) + 1)
-        boxes, kps = _flip_image_people(boxes, kps, width)
+        boxes, kps = _flip_image_people(boxes, kps, width, flip)
     t = np.flatnonzero(im["targets"])
     tb = torch.from_numpy(np.ascontiguousarray(_jitter_boxes(boxes[t], s.box_jitter, rng)))
     k_all = torch.from_numpy(kps)
@@ -170,7 +168,7 @@ def _image_samples(im: Dict, net: PoseResidualNetwork, s: PRNFitSettings, rng, p
         xs = []
         for i in range(len(t)):  # each target gets its own synthetic neighbours
             n = rng.randint(1, s.max_distractors + 1) if rng.rand() < s.distractors else 0
-            extra = torch.from_numpy(_sample_distractors(boxes[t[i]], pool, n, rng))
+            extra = torch.from_numpy(_sample_distractors(boxes[t[i]], pool, n, rng, flip))
             xs.append(net.encode(tb[i : i + 1], torch.cat([k_all, extra])))
         x = torch.cat(xs)
     else:
@@ -184,11 +182,13 @@ def fit_prn(
     settings: Optional[PRNFitSettings] = None,
     *,
     seed: int = 0,
+    keypoint_set: Optional[KeypointSet] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Dict:
     """Train ``net`` in place on the people of ``images`` (see the module docstring).
 
+    ``keypoint_set`` (default COCO's person keypoints) says how the people's keypoints mirror.
     Samples are drawn a few batches at a time (memory stays bounded on large datasets).
     Seeded by ``seed`` without touching the caller's global random state, so a detector trained
     after the fit follows the same random stream with or without it. Returns ``{"num_images",
@@ -204,11 +204,11 @@ def fit_prn(
     K = images[0]["keypoints"].shape[1]
     if K != net.num_keypoints:
         raise ValueError(f"the people have {K} keypoints, the PRN {net.num_keypoints}")
-    if K != len(COCO_FLIP_PERMUTATION) and (s.flip or s.distractors > 0):
-        raise ValueError(
-            f"the PRN's flip and distractor augmentation need the 17 COCO keypoints, the data "
-            f"has {K}; fit without them (flip False, distractors 0)"
-        )
+    keypoint_set = keypoint_set or COCO_PERSON_KEYPOINTS
+    if len(keypoint_set) != K:
+        raise ValueError(f"the people have {K} keypoints, the keypoint set "
+                         f"{list(keypoint_set.names)} {len(keypoint_set)}")
+    flip = keypoint_set.flip_indices
     device = net.fc1.weight.device
     rng = np.random.RandomState(seed)
     pool = _distractor_pool(images) if s.distractors > 0 else None
@@ -237,7 +237,7 @@ def fit_prn(
             order = rng.permutation(len(images))
             xs, ys, filled = [], [], 0
             for n, i in enumerate(order):
-                x, y = _image_samples(images[i], net, s, rng, pool)
+                x, y = _image_samples(images[i], net, s, rng, pool, flip)
                 xs.append(x)
                 ys.append(y)
                 filled += x.shape[0]

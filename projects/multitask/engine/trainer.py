@@ -27,6 +27,7 @@ from ..utils import comm
 from .checkpoint import MultiTaskCheckpointer
 from .events import MetricStorage, default_writers
 from .hooks import EvalHook, HookBase, PeriodicCheckpointer, PeriodicWriter, PostprocessorFit
+from .keypoint_checks import check_keypoint_sets
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.data_loader = build_detection_train_loader(cfg)
+        check_keypoint_sets(cfg)
         self._data_iter = iter(self.data_loader)
         if comm.get_world_size() > 1:
             model = DistributedDataParallel(

@@ -20,7 +20,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..data import MetadataCatalog, get_dataset_json
 from ..structures.activity import activity_name
+from ..structures.keypoints import KEYPOINT_COORD_OFFSET, KeypointSet
 from ..utils import comm
 from .activity_evaluation import evaluate_activity, has_activity_annotations, infer_activity_classes
 from .evaluator import DatasetEvaluator
@@ -29,14 +31,6 @@ from .testing import create_small_table
 __all__ = ["COCOEvaluator", "instances_to_coco_json", "KEYPOINT_COORD_OFFSET"]
 
 logger = logging.getLogger(__name__)
-
-# Subtracted from predicted keypoint x, y when writing COCO results. The data loader
-# (multitask.data.coco) adds this 0.5 to the ground-truth keypoints (detectron2's convention:
-# COCO stores pixel indices, the model works in continuous coordinates where pixel i covers
-# [i, i + 1)), and the keypoint decoder returns continuous coordinates; detectron2's
-# COCOEvaluator subtracts the same 0.5. Keep it equal to multitask.data.KEYPOINT_COORD_OFFSET
-# (a test checks this).
-KEYPOINT_COORD_OFFSET = 0.5
 
 COCO_TASKS = ("bbox", "segm", "keypoints")
 # The keypoint head's keypoints before the Pose Residual Network rewrote them, scored like
@@ -162,18 +156,8 @@ def _resolve_dataset(dataset_name_or_json: str):
     path = os.fspath(dataset_name_or_json)
     if path.endswith(".json") or os.path.isfile(path):
         return path, None
-    try:
-        from .. import data as mt_data  # lazy: the data package may not be importable everywhere
-    except ImportError as e:
-        raise ValueError(
-            f"'{path}' is no json file and multitask.data cannot be imported: {e}"
-        ) from e
-    get_json = getattr(mt_data, "get_dataset_json", None)
-    if callable(get_json):
-        get_json(path)  # e.g. converts / writes the dataset's COCO json
-    if not hasattr(mt_data, "MetadataCatalog"):
-        raise ValueError(f"'{path}' is no json file and multitask.data has no MetadataCatalog")
-    meta = mt_data.MetadataCatalog.get(path)
+    get_dataset_json(path)  # e.g. converts / writes the dataset's COCO json
+    meta = MetadataCatalog.get(path)
     json_file = getattr(meta, "json_file", None)
     if not json_file:
         raise ValueError(f"Dataset '{path}' has no 'json_file' in its metadata")
@@ -254,6 +238,11 @@ class COCOEvaluator(DatasetEvaluator):
         self._class_map = {0: self._person_id, **{i + 1: cid for i, cid in enumerate(others)}}
         person_cat = self._coco_api.cats[self._person_id]
         self._num_keypoints = len(person_cat.get("keypoints", [])) or None
+        keypoint_set = KeypointSet.from_metadata(meta)
+        if not len(self._kpt_oks_sigmas) and keypoint_set is not None:
+            # a dataset's own keypoints are scored with its own sigmas (COCO's are COCOeval's)
+            if not keypoint_set.is_coco_person and keypoint_set.oks_sigmas is not None:
+                self._kpt_oks_sigmas = np.asarray(keypoint_set.oks_sigmas, dtype=np.float64)
         num_sigmas = len(self._kpt_oks_sigmas)
         if num_sigmas and self._num_keypoints and num_sigmas != self._num_keypoints:
             raise ValueError(
@@ -416,18 +405,17 @@ class COCOEvaluator(DatasetEvaluator):
             coco_eval.params.imgIds = list(img_ids)
         if iou_type == "keypoints":
             num_kpts = len(coco_results[0]["keypoints"]) // 3
-            if len(self._kpt_oks_sigmas):
-                assert len(self._kpt_oks_sigmas) == num_kpts, (
-                    f"{len(self._kpt_oks_sigmas)} OKS sigmas for predictions with "
-                    f"{num_kpts} keypoints"
+            sigmas = self._kpt_oks_sigmas if len(self._kpt_oks_sigmas) else None
+            expected = len(coco_eval.params.kpt_oks_sigmas) if sigmas is None else len(sigmas)
+            if num_kpts != expected:
+                raise ValueError(
+                    f"Predictions have {num_kpts} keypoints but there are {expected} OKS sigmas "
+                    f"({'given' if sigmas is not None else 'COCOeval defaults'}); give "
+                    f"{num_kpts} in TEST.KEYPOINT_OKS_SIGMAS or in the dataset metadata's "
+                    "keypoint_oks_sigmas"
                 )
-                coco_eval.params.kpt_oks_sigmas = self._kpt_oks_sigmas
-            else:
-                assert num_kpts == len(coco_eval.params.kpt_oks_sigmas), (
-                    f"Predictions have {num_kpts} keypoints but COCOeval's default OKS sigmas "
-                    f"are for {len(coco_eval.params.kpt_oks_sigmas)}; "
-                    "set TEST.KEYPOINT_OKS_SIGMAS"
-                )
+            if sigmas is not None:
+                coco_eval.params.kpt_oks_sigmas = sigmas
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             coco_eval.evaluate()

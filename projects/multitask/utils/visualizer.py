@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from ..structures.activity import activity_name
+from ..structures.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON, KeypointSet
 
 __all__ = [
     "draw_instance_predictions",
@@ -63,25 +64,8 @@ CENTER_COLOR = (70, 215, 70)
 _OUTLINE_COLOR = (20, 20, 20)
 _TEXT_COLOR = (255, 255, 255)
 
-_COCO_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-
 #: The COCO person skeleton (the ``skeleton`` of COCO's person category), as name pairs
-COCO_SKELETON = (
-    ("left_ankle", "left_knee"), ("left_knee", "left_hip"),
-    ("right_ankle", "right_knee"), ("right_knee", "right_hip"),
-    ("left_hip", "right_hip"),
-    ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
-    ("left_shoulder", "right_shoulder"),
-    ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
-    ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
-    ("left_eye", "right_eye"), ("nose", "left_eye"), ("nose", "right_eye"),
-    ("left_eye", "left_ear"), ("right_eye", "right_ear"),
-    ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
-)  # fmt: skip
+COCO_SKELETON = COCO_PERSON_SKELETON
 
 _SHIFT = 4  # sub-pixel bits of OpenCV's drawing functions
 _ONE = 1 << _SHIFT
@@ -154,13 +138,16 @@ def _resolve_names(metadata, keypoint_names, skeleton, class_names, activity_cla
             return metadata.get(key)
         return getattr(metadata, "get", lambda k, d=None: getattr(metadata, k, d))(key)
 
-    keypoint_names = list(keypoint_names or md("keypoint_names") or _COCO_NAMES)
+    keypoint_set = KeypointSet.from_metadata(
+        {"keypoint_names": md("keypoint_names"),
+         "keypoint_connection_rules": md("keypoint_connection_rules"),
+         "keypoint_skeleton": md("keypoint_skeleton")}
+    )
+    if keypoint_set is None or keypoint_set.is_coco_person:
+        keypoint_set = COCO_PERSON_KEYPOINTS
+    keypoint_names = list(keypoint_names or keypoint_set.names)
     if skeleton is None:
-        rules = md("keypoint_connection_rules")
-        if rules and keypoint_names != list(_COCO_NAMES):
-            skeleton = [(r[0], r[1]) for r in rules]
-        else:
-            skeleton = COCO_SKELETON
+        skeleton = keypoint_set.edges
     class_names = list(class_names or md("thing_classes") or ["person"])
     if activity_classes is None:
         activity_classes = md("activity_classes")

@@ -2,19 +2,14 @@
 
 import numpy as np
 
+from ...structures.keypoints import COCO_PERSON_KEYPOINT_NAMES, COCO_PERSON_SKELETON
 from .geometry import _rot_x, _rot_y, _unit
 from .poses import _sample_pose
 
-# COCO person_keypoints order, names and skeleton (1-based keypoint indices) exactly as in COCO.
-KEYPOINT_NAMES = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-]
-SKELETON = [
-    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8],
-    [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
-]
+# COCO person_keypoints order, names and skeleton (1-based keypoint indices) exactly as in COCO
+KEYPOINT_NAMES = list(COCO_PERSON_KEYPOINT_NAMES)
+SKELETON = [[KEYPOINT_NAMES.index(a) + 1, KEYPOINT_NAMES.index(b) + 1]
+            for a, b in COCO_PERSON_SKELETON]
 
 _KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 

@@ -179,7 +179,7 @@ class ActivityClassifier(nn.Module):
         if self.geometry and self.num_keypoints != 17:
             raise ValueError(
                 f"MODEL.ACTIVITY.GEOMETRY needs the 17 COCO keypoints, the model has "
-                f"{self.num_keypoints}"
+                f"{self.num_keypoints}; set MODEL.ACTIVITY.GEOMETRY False (positions only)"
             )
         self.register_buffer("keypoint_mask", torch.ones(self.num_keypoints))
         self.register_buffer("keep_aspect_flag", torch.tensor(float(bool(keep_aspect))))

@@ -24,6 +24,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from ...structures.keypoints import COCO_PERSON_KEYPOINTS, hflip_keypoints
+
 __all__ = [
     "keypoints_to_activity_features",
     "pose_geometry_features",
@@ -38,7 +40,7 @@ __all__ = [
 # wanted config key: MODEL.ACTIVITY.KEEP_ASPECT)
 KEEP_ASPECT = True
 # COCO keypoint index of the horizontally mirrored keypoint
-COCO_FLIP_PERMUTATION = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+COCO_FLIP_PERMUTATION = COCO_PERSON_KEYPOINTS.flip_indices
 
 
 # Pose geometry (COCO keypoint indices): joint angles (vertex in the middle) at the knees, hips,
@@ -159,10 +161,5 @@ def flip_keypoints(keypoints: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray
     line (left/right keypoints swapped); for data augmentation. Returns float32 copies
     ``(N, 17, 3)`` and ``(N, 4)`` (the boxes are symmetric about that line, so unchanged); a
     missing keypoint (visibility 0) gets x = 0."""
-    kps = np.array(keypoints, dtype=np.float32, copy=True)
     b = np.array(boxes, dtype=np.float32, copy=True)
-    cx2 = (b[:, 0] + b[:, 2])[:, None]
-    present = kps[..., 2] > 0
-    kps[..., 0] = np.where(present, cx2 - kps[..., 0], 0.0)
-    kps = kps[:, COCO_FLIP_PERMUTATION]
-    return kps, b
+    return hflip_keypoints(keypoints, (b[:, 0] + b[:, 2])[:, None], COCO_FLIP_PERMUTATION), b

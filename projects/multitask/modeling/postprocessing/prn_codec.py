@@ -5,17 +5,21 @@ over the box enlarged by ``margin`` of its size on every side, with a Gaussian p
 heatmap cells, peak 1, peaks of one channel max-combined) for every keypoint of *every* person
 that falls inside it; the training target is the same drawing of the box's own keypoints only.
 
-Cell convention (the one used for every PRN heatmap; encode and decode are exact inverses up to
-the cell quantisation): the enlarged box is ``[x0 - m w, y0 - m h, x1 + m w, y1 + m h]``; its
-cells are ``cw = W_box / W`` wide and ``ch = H_box / H`` high; a point ``(x, y)`` lies at
-continuous cell coordinates ``u = (x - ex0) / cw - 0.5``, ``v = (y - ey0) / ch - 0.5`` (cell
-centres at integers), and cell ``(i, j)`` decodes to ``(ex0 + (j + 0.5) cw, ey0 + (i + 0.5) ch)``.
-A lone keypoint therefore comes back within half a cell of where it was.
+Cell convention, the keypoint head's (:mod:`multitask.modeling.roi_heads.keypoint_codec`), and
+the Gaussians are drawn by its renderer (:func:`gaussian_profiles`): the enlarged box is
+``[x0 - m w, y0 - m h, x1 + m w, y1 + m h]``; its cells are ``cw = W_box / W`` wide and
+``ch = H_box / H`` high; a point ``(x, y)`` lies at continuous cell coordinates
+``u = (x - ex0) / cw``, ``v = (y - ey0) / ch`` (cell ``j`` covers ``[j, j + 1)``, its centre is
+``j + 0.5``), and cell ``(i, j)`` decodes to ``(ex0 + (j + 0.5) cw, ey0 + (i + 0.5) ch)``.
+Encode and decode are exact inverses up to the cell quantisation: a lone keypoint comes back
+within half a cell of where it was.
 """
 
 from typing import Optional, Sequence, Tuple
 
 import torch
+
+from ..roi_heads.keypoint_codec import gaussian_profiles
 
 __all__ = [
     "enlarge_boxes",
@@ -64,8 +68,8 @@ def _cell_coords(
     ex0, ey0 = ext[:, 0, None, None], ext[:, 1, None, None]
     cw = ((ext[:, 2] - ext[:, 0]) / W)[:, None, None]
     ch = ((ext[:, 3] - ext[:, 1]) / H)[:, None, None]
-    u = (keypoints[..., 0] - ex0) / cw - 0.5
-    v = (keypoints[..., 1] - ey0) / ch - 0.5
+    u = (keypoints[..., 0] - ex0) / cw
+    v = (keypoints[..., 1] - ey0) / ch
     return u, v
 
 
@@ -86,18 +90,8 @@ def _render(
         return out
     ext = enlarge_boxes(boxes.to(device), margin)
     u, v = _cell_coords(keypoints.float(), ext, heatmap_size)
-    valid = (
-        (keypoints[..., 2] > score_thresh)
-        & (u >= -0.5)
-        & (u <= W - 0.5)
-        & (v >= -0.5)
-        & (v <= H - 0.5)
-    )
-    xs = torch.arange(W, dtype=torch.float32, device=device)
-    ys = torch.arange(H, dtype=torch.float32, device=device)
-    inv = -0.5 / float(sigma) ** 2
-    gx = torch.exp((xs - u[..., None]) ** 2 * inv) * valid[..., None]  # (R, P, K, W)
-    gy = torch.exp((ys - v[..., None]) ** 2 * inv)  # (R, P, K, H)
+    valid = (keypoints[..., 2] > score_thresh) & (u >= 0) & (u <= W) & (v >= 0) & (v <= H)
+    gx, gy = gaussian_profiles(u, v, valid, H, W, sigma)  # (R, P, K, W), (R, P, K, H)
     step = max(1, _RENDER_CHUNK_ELEMENTS // max(1, P * K * H * W))
     for s in range(0, R, step):
         g = gy[s : s + step, :, :, :, None] * gx[s : s + step, :, :, None, :]
@@ -204,7 +198,7 @@ def snap_to_candidates(
     u, v = _cell_coords(cand, ext, heatmap_size)  # (R, P, K)
     du, dv = _cell_coords(decoded[:, None, :, :2].float(), ext, heatmap_size)  # (R, 1, K)
     d2 = (u - du) ** 2 + (v - dv) ** 2
-    inside = (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5)
+    inside = (u >= 0) & (u <= W) & (v >= 0) & (v <= H)
     inside[:, P:] = True  # the box's own keypoints count wherever they are
     ok = (cand[..., 2] > score_thresh) & inside
     d2 = torch.where(ok, d2, torch.full_like(d2, float("inf")))

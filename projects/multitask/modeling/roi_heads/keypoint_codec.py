@@ -48,6 +48,34 @@ def encode_onehot_targets(uv: torch.Tensor, valid: torch.Tensor, heatmap_size: i
     return torch.where(valid, index, torch.full_like(index, -1))
 
 
+def gaussian_profiles(
+    u: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, height: int, width: int, sigma: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The factors of the one Gaussian renderer: ``gx (..., W)`` and ``gy (..., H)``.
+
+    ``u``, ``v`` are continuous heatmap coordinates in this module's convention (cell ``i``
+    covers ``[i, i + 1)``, its centre is ``i + 0.5``); the map of a keypoint is
+    ``gy[..., j, None] * gx[..., None, i]``, that is
+    ``exp(-((i + 0.5 - u)^2 + (j + 0.5 - v)^2) / (2 sigma^2))``: peak 1 in the cell holding the
+    keypoint, all zero where ``valid`` is False.
+    """
+    inv = -0.5 / float(sigma) ** 2
+    xs = torch.arange(width, dtype=u.dtype, device=u.device) + 0.5
+    ys = torch.arange(height, dtype=v.dtype, device=v.device) + 0.5
+    gx = torch.exp((xs - u[..., None]) ** 2 * inv) * valid[..., None].to(u.dtype)
+    gy = torch.exp((ys - v[..., None]) ** 2 * inv)
+    return gx, gy
+
+
+def render_gaussians(
+    u: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, height: int, width: int, sigma: float
+) -> torch.Tensor:
+    """Gaussian maps ``(..., H, W)`` of keypoints at ``u``, ``v`` (see :func:`gaussian_profiles`;
+    the PRN's heatmaps are drawn with the same profiles)."""
+    gx, gy = gaussian_profiles(u, v, valid, height, width, sigma)
+    return gy[..., :, None] * gx[..., None, :]
+
+
 def encode_gaussian_targets(
     uv: torch.Tensor, valid: torch.Tensor, heatmap_size: int, sigma: float = 1.0
 ) -> torch.Tensor:
@@ -56,11 +84,7 @@ def encode_gaussian_targets(
     The peak lies in the cell that contains the keypoint; invalid keypoints get all-zero maps (as
     the report prescribes for truncated or occluded joints).
     """
-    centres = torch.arange(heatmap_size, dtype=uv.dtype, device=uv.device) + 0.5
-    dx2 = (centres.view(1, 1, 1, -1) - uv[..., 0:1].unsqueeze(-1)) ** 2  # (R, K, 1, S)
-    dy2 = (centres.view(1, 1, -1, 1) - uv[..., 1:2].unsqueeze(-1)) ** 2  # (R, K, S, 1)
-    maps = torch.exp(-(dx2 + dy2) / (2 * sigma**2))
-    return maps * valid[..., None, None].to(maps.dtype)
+    return render_gaussians(uv[..., 0], uv[..., 1], valid, heatmap_size, heatmap_size, sigma)
 
 
 # ---------------------------------------------------------------------------------------------
