@@ -64,7 +64,6 @@ def our_cfg(s: Settings, variant: str, size: Tuple[int, int], postprocessors: bo
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
         "MODEL.ROI_HEADS.NMS_THRESH_TEST", 1.0,
         "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", s.num_people,
-        "TEST.DETECTIONS_PER_IMAGE", s.num_people,
         "MODEL.POSTPROCESSORS", list(POSTPROCESSORS) if postprocessors else [],
     ]
     if s.tiny:

@@ -210,9 +210,9 @@ _C.TEST = CfgNode()
 _C.TEST.EVAL_PERIOD = 0
 # [[task, metric, value, tolerance], ...] checked after evaluation, as in detectron2
 _C.TEST.EXPECTED_RESULTS = []
-# COCO keypoint OKS sigmas; empty = COCO's own
+# Per-keypoint OKS sigmas of keypoint AP; empty = the test dataset metadata's keypoint_oks_sigmas
+# (COCOeval's own for COCO's person keypoints)
 _C.TEST.KEYPOINT_OKS_SIGMAS = []
-_C.TEST.DETECTIONS_PER_IMAGE = 100
 # Subtracted from predicted keypoint x, y when writing COCO results: 0.5 for models trained here
 # (the loader adds detectron2's +0.5 to COCO's pixel-index keypoints), 0.0 for torchvision's
 # weights (trained on COCO's coordinates as they are)
@@ -225,7 +225,6 @@ _C.TEST.EVAL_KEYPOINTS_BEFORE_PRN = False
 _C.OUTPUT_DIR = "./output"
 _C.SEED = -1
 _C.CUDNN_BENCHMARK = False
-_C.VIS_PERIOD = 0
 
 
 def add_multitask_config(cfg: CfgNode) -> None:

@@ -66,12 +66,8 @@ def _find_coco_mini() -> Optional[str]:
 
 
 def _load_synthetic(name: str, split: str, root: str) -> List[dict]:
-    try:
-        from .synthetic import ensure_synthetic_dataset
-    except ImportError as e:
-        raise ImportError(
-            f"Dataset '{name}' needs multitask.data.synthetic.ensure_synthetic_dataset: {e}"
-        ) from e
+    from .synthetic import ensure_synthetic_dataset  # lazy: generating imports OpenCV drawing
+
     json_file, image_root = ensure_synthetic_dataset(root, split)
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root)

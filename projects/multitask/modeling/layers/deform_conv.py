@@ -12,10 +12,8 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-try:  # the fast CPU path dispatches to torchvision on other devices
-    from .deform_conv_fast import deform_conv2d_auto as _deform_conv2d
-except ImportError:  # pragma: no cover - only while the fast kernel is absent
-    from torchvision.ops import deform_conv2d as _deform_conv2d
+# the fast CPU path; it dispatches to torchvision's deform_conv2d on other devices
+from .deform_conv_fast import deform_conv2d_auto as _deform_conv2d
 
 _IntPair = Union[int, Tuple[int, int]]
 
