@@ -1,5 +1,37 @@
-"""Shared pytest options: ``--runslow`` enables tests marked ``slow`` (accuracy runs)."""
+"""Shared pytest options and fixtures.
+
+``--runslow`` enables tests marked ``slow`` (accuracy runs). ``one_thread`` and ``two_threads``
+set torch's intra-op threads for a whole test module (a module opts in with
+``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny tensors run as fast on one thread,
+and much faster on a busy machine.
+"""
+from contextlib import contextmanager
+
 import pytest
+import torch
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` (at most what it had) inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def two_threads():
+    with torch_threads(2):
+        yield
 
 
 def pytest_addoption(parser):

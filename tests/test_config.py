@@ -13,13 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(REPO_ROOT.glob("configs/**/*.yaml"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config_id(path: Path) -> str:

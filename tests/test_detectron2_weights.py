@@ -75,12 +75,7 @@ D2_MASK80_SAMPLE = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(min(n, 2))
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 # ---------------------------------------------------------------------------------------------

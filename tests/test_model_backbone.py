@@ -18,13 +18,7 @@ H, W = 64, 96
 STAGES = ("res2", "res3", "res4", "res5")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(seed=0, n=1, h=H, w=W):

@@ -12,14 +12,7 @@ from multitask.modeling.backbone.resnet import _to_deformable
 from multitask.modeling.layers import ModulatedDeformConv2d
 from multitask.modeling.layers import deform_conv as deform_conv_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # in, out, kernel, stride, padding, dilation, groups, deformable_groups, modulated, bias

@@ -18,14 +18,7 @@ from multitask.modeling.roi_heads import (
 )
 from multitask.modeling.roi_heads.keypoint_head import upsample_bilinear
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # x[i, j] = 10 * i + j

@@ -20,12 +20,7 @@ TINY = TINY_MODEL + [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(*overrides):
@@ -35,7 +30,7 @@ def _cfg(*overrides):
 
 
 @pytest.fixture(scope="module")
-def predictor(_one_thread):
+def predictor(one_thread):
     torch.manual_seed(0)
     return DefaultPredictor(_cfg())
 

@@ -43,12 +43,7 @@ needs_image = pytest.mark.skipif(not Path(COCO_MINI_VAL_IMAGES).is_dir(),
                                  reason="coco-mini not found")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.fixture(params=[True, False], ids=["fast_kernels", "torchvision_kernels"])
