@@ -19,7 +19,7 @@ People come as a list of per-image dicts (:func:`people_from_dataset_dicts`,
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -176,6 +176,57 @@ def _image_samples(im: Dict, net: PoseResidualNetwork, s: PRNFitSettings, rng, p
     return x, net.encode(tb, k_all[:0], own_keypoints=k_all[t])  # target: own keypoints only
 
 
+def _check_people(net: PoseResidualNetwork, images: List[Dict],
+                  keypoint_set: Optional[KeypointSet]) -> Tuple[List[Dict], int, KeypointSet]:
+    """The images with target people, their number, and the keypoint set (all checked)."""
+    images = [im for im in images if im["targets"].any()]
+    num_people = int(sum(im["targets"].sum() for im in images))
+    if num_people == 0:
+        raise ValueError("fitting the PRN needs people with labelled keypoints; there are none")
+    K = images[0]["keypoints"].shape[1]
+    if K != net.num_keypoints:
+        raise ValueError(f"the people have {K} keypoints, the PRN {net.num_keypoints}")
+    keypoint_set = keypoint_set or COCO_PERSON_KEYPOINTS
+    if len(keypoint_set) != K:
+        raise ValueError(f"the people have {K} keypoints, the keypoint set "
+                         f"{list(keypoint_set.names)} {len(keypoint_set)}")
+    return images, num_people, keypoint_set
+
+
+def _sample_chunks(images, net, s: PRNFitSettings, rng, pool, flip):
+    """An epoch's augmented samples, in chunks of about eight batches: ``(x, y)`` pairs."""
+    chunk = 8 * s.batch_size
+    order = rng.permutation(len(images))
+    xs, ys, filled = [], [], 0
+    for n, i in enumerate(order):
+        x, y = _image_samples(images[i], net, s, rng, pool, flip)
+        xs.append(x)
+        ys.append(y)
+        filled += x.shape[0]
+        if filled >= chunk or n + 1 == len(order):
+            yield torch.cat(xs), torch.cat(ys)
+            xs, ys, filled = [], [], 0
+
+
+def _train_epoch(net, opt, chunks, s: PRNFitSettings, bar) -> float:
+    """One pass over the chunks in shuffled batches; the mean loss per sample."""
+    device = net.fc1.weight.device
+    total, seen = 0.0, 0
+    for x, y in chunks:
+        perm = torch.randperm(x.shape[0])
+        for b in range(0, x.shape[0], s.batch_size):
+            idx = perm[b : b + s.batch_size]
+            loss = net.loss(net.forward_logits(x[idx].to(device)), y[idx].to(device), kind=s.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+            seen += idx.numel()
+            if bar is not None:
+                bar.update(idx.numel())
+    return total / max(seen, 1)
+
+
 def fit_prn(
     net: PoseResidualNetwork,
     images: List[Dict],
@@ -197,24 +248,13 @@ def fit_prn(
     """
     s = settings or PRNFitSettings()
     s.check()
-    images = [im for im in images if im["targets"].any()]
-    num_people = int(sum(im["targets"].sum() for im in images))
-    if num_people == 0:
-        raise ValueError("fitting the PRN needs people with labelled keypoints; there are none")
-    K = images[0]["keypoints"].shape[1]
-    if K != net.num_keypoints:
-        raise ValueError(f"the people have {K} keypoints, the PRN {net.num_keypoints}")
-    keypoint_set = keypoint_set or COCO_PERSON_KEYPOINTS
-    if len(keypoint_set) != K:
-        raise ValueError(f"the people have {K} keypoints, the keypoint set "
-                         f"{list(keypoint_set.names)} {len(keypoint_set)}")
+    images, num_people, keypoint_set = _check_people(net, images, keypoint_set)
     flip = keypoint_set.flip_indices
     device = net.fc1.weight.device
     rng = np.random.RandomState(seed)
     pool = _distractor_pool(images) if s.distractors > 0 else None
     if pool is not None and len(pool[0]) == 0:
         pool = None
-    chunk = 8 * s.batch_size
     start = time.perf_counter()
     bar = None
     if progress:
@@ -233,31 +273,8 @@ def fit_prn(
         torch.manual_seed(seed)
         opt = torch.optim.Adam(net.parameters(), lr=s.lr)
         for epoch in range(s.epochs):
-            total, seen = 0.0, 0
-            order = rng.permutation(len(images))
-            xs, ys, filled = [], [], 0
-            for n, i in enumerate(order):
-                x, y = _image_samples(images[i], net, s, rng, pool, flip)
-                xs.append(x)
-                ys.append(y)
-                filled += x.shape[0]
-                if filled < chunk and n + 1 < len(order):
-                    continue
-                x, y = torch.cat(xs), torch.cat(ys)
-                xs, ys, filled = [], [], 0
-                perm = torch.randperm(x.shape[0])
-                for b in range(0, x.shape[0], s.batch_size):
-                    idx = perm[b : b + s.batch_size]
-                    loss = net.loss(net.forward_logits(x[idx].to(device)), y[idx].to(device),
-                                    kind=s.loss)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * idx.numel()
-                    seen += idx.numel()
-                    if bar is not None:
-                        bar.update(idx.numel())
-            epoch_loss = total / max(seen, 1)
+            chunks = _sample_chunks(images, net, s, rng, pool, flip)
+            epoch_loss = _train_epoch(net, opt, chunks, s, bar)
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_loss:.3f}")
     if bar is not None:
@@ -273,14 +290,8 @@ def fit_prn(
         f"{seconds:.1f} s, final loss {epoch_loss:.4f}; on those people (no augmentation) it "
         f"assigns {100 * frac:.1f} % of the labelled keypoints to their own person"
     )
-    return {
-        "num_images": len(images),
-        "num_people": num_people,
-        "epochs": s.epochs,
-        "final_loss": epoch_loss,
-        "seconds": seconds,
-        "own_keypoint_fraction": frac,
-    }
+    return {"num_images": len(images), "num_people": num_people, "epochs": s.epochs,
+            "final_loss": epoch_loss, "seconds": seconds, "own_keypoint_fraction": frac}
 
 
 @torch.no_grad()
