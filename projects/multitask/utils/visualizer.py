@@ -38,6 +38,7 @@ import numpy as np
 
 from ..structures.activity import activity_name
 from ..structures.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON, KeypointSet
+from ..structures.masks import segmentation_to_mask
 
 __all__ = [
     "draw_instance_predictions",
@@ -443,8 +444,6 @@ def draw_ground_truth(
             labels.append(lines)
         label_anchors = boxes
     else:
-        from ..data.detection_utils import segmentation_to_mask  # lazy: utils must not need data
-
         annos = dataset_dict.get("annotations", []) if isinstance(dataset_dict, dict) else list(
             dataset_dict)
         n = len(annos)
