@@ -7,13 +7,12 @@ import torch
 
 from multitask.config import get_cfg
 from multitask.modeling.postprocessing import POSTPROCESSOR_REGISTRY, build_postprocessors
-from multitask.modeling.postprocessing.prn import (
-    PoseResidualNetwork,
+from multitask.modeling.postprocessing.prn import PoseResidualNetwork, prn_loss
+from multitask.modeling.postprocessing.prn_codec import (
     decode_prn_output,
     encode_prn_input,
     encode_prn_inputs,
     enlarge_boxes,
-    prn_loss,
 )
 from multitask.structures import Instances
 
@@ -272,7 +271,7 @@ def test_weights_missing_and_mismatched(tmp_path):
 
 
 def test_snap_uses_candidates_inside_the_box_and_own_keypoints():
-    from multitask.modeling.postprocessing.prn import snap_to_candidates
+    from multitask.modeling.postprocessing.prn_codec import snap_to_candidates
 
     box = torch.tensor([[0.0, 0.0, 36.0, 56.0]])
     dec = torch.zeros(1, 17, 3)

@@ -34,12 +34,11 @@ import torch
 
 from multitask.engine.prn_training import people_from_coco_json, prn_assign_ground_truth
 from multitask.modeling.postprocessing.prn import (
-    SNAP_RADIUS,
     PoseResidualNetwork,
-    enlarge_boxes,
     load_prn_weights,
     read_prn_weights,
 )
+from multitask.modeling.postprocessing.prn_codec import SNAP_RADIUS, enlarge_boxes
 
 
 def parse_args(argv=None):

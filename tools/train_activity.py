@@ -50,6 +50,7 @@ import os
 import sys
 import time
 from collections import Counter, OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -390,119 +391,158 @@ def evaluate_weights(args):
     return rep
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    os.makedirs(args.output_dir, exist_ok=True)
-    if args.weights:
-        return evaluate_weights(args)
-    t0 = time.time()
+class Poses(NamedTuple):
+    """Labelled poses: keypoints (N, 17, 3), boxes (N, 4) XYXY, labels (N,), person ids (N,)."""
+
+    kps: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+
+
+class CrossValidation:
+    """What the K-fold loop collects, fold by fold: the metrics rows, the validation persons'
+    true and predicted classes and indices, the best epoch counts, the fitted temperatures and
+    the expected calibration errors before and after calibration."""
+
+    def __init__(self):
+        self.rows, self.true, self.pred, self.idx = [], [], [], []
+        self.best_epochs, self.temps, self.ece_before, self.ece_after = [], [], [], []
+
+
+def load_training_data(args):
+    """(the labelled :class:`Poses`, the persons per class), refused (SystemExit) when they
+    cannot be cross-validated."""
     if len(args.classes) < 2:
         raise SystemExit(f"--classes: need at least two classes, got {list(args.classes)}")
     kps, boxes, labels, groups = load_data(args)
-    C = len(args.classes)
-    counts = np.bincount(labels, minlength=C)
+    counts = np.bincount(labels, minlength=len(args.classes))
     print("persons per class: " + ", ".join(f"{c}={n}" for c, n in zip(args.classes, counts)))
     check_trainable(labels, groups, args.classes, args.folds)
-    # keypoint types present in at least 1% of the data are used; the others (MPII: eyes, ears)
-    # are masked out here and at inference
-    keypoint_mask = present_keypoint_mask(kps, args.score_thresh)
-    print(f"keypoints used: {[i for i in range(17) if keypoint_mask[i] > 0]}")
+    return Poses(kps, boxes, labels, groups), counts
 
+
+def inner_split(tr, f, data, args, keypoint_mask):
+    """(indices of ``tr`` the model of fold ``f`` is fitted on, inner validation split
+    (features, labels) or None): with ``--inner-val``, model selection, the LR plateau and the
+    temperature are judged on a person-grouped split of the training folds."""
+    kps, boxes, labels, groups = data
+    if args.inner_val > 0:
+        n_inner = max(2, int(round(1.0 / args.inner_val)))
+        itr, iva = stratified_group_kfold(labels[tr], groups[tr], n_inner, args.seed + 100 + f)[0]
+        inner_val = (
+            make_features(kps[tr[iva]], boxes[tr[iva]], args, keypoint_mask),
+            torch.from_numpy(labels[tr[iva]]),
+        )
+        return tr[itr], inner_val
+    return tr, None
+
+
+def train_fold(f, tr, va, data, args, keypoint_mask):
+    """Train fold ``f``'s model on ``tr`` (augmented); returns (its logits on the validation
+    persons ``va``, its best epoch count, the temperature fitted on the inner split or 1)."""
+    kps, boxes, labels, _ = data
+    fit, inner_val = inner_split(tr, f, data, args, keypoint_mask)
+    k_tr, b_tr, y_tr = augmented(kps[fit], boxes[fit], labels[fit], args, args.seed + f)
+    x_tr = make_features(k_tr, b_tr, args, keypoint_mask)
+    x_va = make_features(kps[va], boxes[va], args, keypoint_mask)
+    model, best_epoch = train_model(
+        x_tr, torch.from_numpy(y_tr), len(args.classes), args, args.seed + f, val=inner_val,
+        kps=k_tr
+    )
+    logits = logits_of(model, x_va, args.device)
+    t = fit_temperature(logits_of(model, inner_val[0], args.device), inner_val[1]) \
+        if inner_val is not None else 1.0
+    return logits, best_epoch, t
+
+
+def cross_validate(data, args, keypoint_mask, t0):
+    """K-fold cross-validation with folds split by person; prints a line per fold."""
+    labels, groups = data.labels, data.groups
+    cv = CrossValidation()
     folds = stratified_group_kfold(labels, groups, args.folds, args.seed)
-    rows, all_true, all_pred, all_idx, best_epochs, temps = [], [], [], [], [], []
-    ece_before, ece_after = [], []
     for f, (tr, va) in enumerate(folds):
         assert not set(groups[tr]) & set(groups[va]), "a person is in train and validation"
-        inner_val = None
-        fit = tr
-        if args.inner_val > 0:
-            # model selection / LR plateau / temperature on a person-grouped split of the
-            # training folds
-            n_inner = max(2, int(round(1.0 / args.inner_val)))
-            itr, iva = stratified_group_kfold(labels[tr], groups[tr], n_inner, args.seed + 100 + f)[
-                0
-            ]
-            fit = tr[itr]
-            inner_val = (
-                make_features(kps[tr[iva]], boxes[tr[iva]], args, keypoint_mask),
-                torch.from_numpy(labels[tr[iva]]),
-            )
-        k_tr, b_tr, y_tr = augmented(kps[fit], boxes[fit], labels[fit], args, args.seed + f)
-        x_tr = make_features(k_tr, b_tr, args, keypoint_mask)
-        x_va = make_features(kps[va], boxes[va], args, keypoint_mask)
-        model, best_epoch = train_model(
-            x_tr, torch.from_numpy(y_tr), C, args, args.seed + f, val=inner_val, kps=k_tr
-        )
-        best_epochs.append(best_epoch)
-        logits = logits_of(model, x_va, args.device)
+        logits, best_epoch, t = train_fold(f, tr, va, data, args, keypoint_mask)
+        cv.best_epochs.append(best_epoch)
         pred = logits.argmax(1).numpy()
         y_va = torch.from_numpy(labels[va])
-        t = fit_temperature(logits_of(model, inner_val[0], args.device), inner_val[1]) \
-            if inner_val is not None else 1.0
-        temps.append(t)
-        ece_before.append(expected_calibration_error(logits.softmax(1), y_va))
-        ece_after.append(expected_calibration_error((logits / t).softmax(1), y_va))
-        m = classification_metrics(labels[va], pred, C)
+        cv.temps.append(t)
+        cv.ece_before.append(expected_calibration_error(logits.softmax(1), y_va))
+        cv.ece_after.append(expected_calibration_error((logits / t).softmax(1), y_va))
+        m = classification_metrics(labels[va], pred, len(args.classes))
         m.update(fold=f, n_train=int(len(tr)), n_val=int(len(va)), best_epoch=int(best_epoch),
-                 temperature=t, ece=ece_before[-1], ece_calibrated=ece_after[-1])
-        rows.append(m)
-        all_true.append(labels[va])
-        all_pred.append(pred)
-        all_idx.append(va)
+                 temperature=t, ece=cv.ece_before[-1], ece_calibrated=cv.ece_after[-1])
+        cv.rows.append(m)
+        cv.true.append(labels[va])
+        cv.pred.append(pred)
+        cv.idx.append(va)
         print(
             f"fold {f}: n_train={len(tr)} n_val={len(va)} acc={m['accuracy']:.4f} "
-            f"f1={m['f1']:.4f} best_epoch={best_epoch} T={t:.3f} ECE {ece_before[-1]:.4f} -> "
-            f"{ece_after[-1]:.4f} ({time.time() - t0:.0f}s)",
+            f"f1={m['f1']:.4f} best_epoch={best_epoch} T={t:.3f} ECE {cv.ece_before[-1]:.4f} -> "
+            f"{cv.ece_after[-1]:.4f} ({time.time() - t0:.0f}s)",
             flush=True,
         )
+    return cv
 
+
+def summarize_folds(cv):
+    """Print the per-fold, mean and std metrics and the calibration; returns (mean, std)."""
+    from tabulate import tabulate
+
+    rows = cv.rows
     keys = ["precision", "recall", "f1", "accuracy"]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     std = {k: float(np.std([r[k] for r in rows])) for k in keys}
     table = [[f"fold {r['fold']}", r["n_val"]] + [r[k] for k in keys] for r in rows]
     table.append(["mean", int(sum(r["n_val"] for r in rows))] + [mean[k] for k in keys])
     table.append(["std", ""] + [std[k] for k in keys])
-    from tabulate import tabulate
-
     print(tabulate(table, headers=["", "n_val", "precision (macro)", "recall (macro)",
                                    "F1 (macro)", "accuracy"], floatfmt=".4f"))
     print(f"expected calibration error on the folds' validation persons: "
-          f"{np.mean(ece_before):.4f} -> {np.mean(ece_after):.4f} with the fitted temperatures "
-          f"{', '.join(f'{t:.3f}' for t in temps)}")
+          f"{np.mean(cv.ece_before):.4f} -> {np.mean(cv.ece_after):.4f} with the fitted "
+          f"temperatures {', '.join(f'{t:.3f}' for t in cv.temps)}")
+    return mean, std
 
-    all_true, all_pred = np.concatenate(all_true), np.concatenate(all_pred)
-    order = np.concatenate(all_idx)
+
+def report_pooled(cv, kps, mean, args):
+    """Report on the validation predictions of all folds together, print it and save its
+    confusion matrix as a PNG; returns the report."""
+    all_true, all_pred = np.concatenate(cv.true), np.concatenate(cv.pred)
+    order = np.concatenate(cv.idx)
     pooled_rep = report(all_true, all_pred, kps[order], args.classes)
-    pooled = pooled_rep["metrics"]
     print("pooled validation predictions of all folds:")
     print(format_report(pooled_rep, args.classes))
     png = os.path.join(args.output_dir, "confusion_matrix.png")
     save_confusion_png(
-        pooled["confusion_matrix"],
+        pooled_rep["metrics"]["confusion_matrix"],
         args.classes,
         png,
         f"{args.folds}-fold CV, row-normalised (mean acc {mean['accuracy']:.3f})",
     )
     print(f"confusion matrix PNG: {os.path.abspath(png)}")
+    return pooled_rep
 
-    # final model on all data, for the median of the folds' best epoch counts, with the median
-    # of the folds' temperatures
-    final_epochs = int(np.median(best_epochs))
-    temperature = float(np.median(temps))
-    k_all, b_all, y_all = augmented(kps, boxes, labels, args, args.seed + 1000)
+
+def train_final_model(data, epochs, args, keypoint_mask):
+    """The model trained on all data (augmented) for ``epochs`` epochs."""
+    k_all, b_all, y_all = augmented(data.kps, data.boxes, data.labels, args, args.seed + 1000)
     final, _ = train_model(
         make_features(k_all, b_all, args, keypoint_mask),
         torch.from_numpy(y_all),
-        C,
+        len(args.classes),
         args,
         args.seed + 1000,
-        epochs=final_epochs,
+        epochs=epochs,
         kps=k_all,
     )
-    # the file's input layout is the one the post-processor reads back: ask a classifier built
-    # with these settings rather than write the dict twice
+    return final
+
+
+def save_final_model(final, keypoint_mask, mean, temperature, args):
+    """Write ``activity_classifier.pth`` with the input layout the post-processor reads back;
+    returns (that layout, the file's path)."""
+    # ask a classifier built with these settings for the layout rather than write the dict twice
     classifier = ActivityClassifier(
         classes=args.classes,
         hidden_dims=args.hidden_dims,
@@ -522,8 +562,35 @@ def main(argv=None):
         wpath, final.cpu(), args.classes, layout, args.hidden_dims, args.dropout, cv_mean=mean,
         temperature=temperature,
     )
+    return layout, wpath
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if args.weights:
+        return evaluate_weights(args)
+    t0 = time.time()
+    data, counts = load_training_data(args)
+    # keypoint types present in at least 1% of the data are used; the others (MPII: eyes, ears)
+    # are masked out here and at inference
+    keypoint_mask = present_keypoint_mask(data.kps, args.score_thresh)
+    print(f"keypoints used: {[i for i in range(17) if keypoint_mask[i] > 0]}")
+
+    cv = cross_validate(data, args, keypoint_mask, t0)
+    mean, std = summarize_folds(cv)
+    pooled_rep = report_pooled(cv, data.kps, mean, args)
+
+    # final model on all data, for the median of the folds' best epoch counts, with the median
+    # of the folds' temperatures
+    final_epochs = int(np.median(cv.best_epochs))
+    temperature = float(np.median(cv.temps))
+    final = train_final_model(data, final_epochs, args, keypoint_mask)
+    layout, wpath = save_final_model(final, keypoint_mask, mean, temperature, args)
     print(
-        f"final model (all {len(labels)} persons, {final_epochs} epochs, temperature "
+        f"final model (all {len(data.labels)} persons, {final_epochs} epochs, temperature "
         f"{temperature:.3f}): {os.path.abspath(wpath)}"
     )
 
@@ -531,13 +598,13 @@ def main(argv=None):
         args=vars(args),
         classes=args.classes,
         class_counts=counts.tolist(),
-        folds=rows,
+        folds=cv.rows,
         mean=mean,
         std=std,
-        pooled=pooled,
+        pooled=pooled_rep["metrics"],
         slices=pooled_rep["slices"],
-        ece=float(np.mean(ece_before)),
-        ece_calibrated=float(np.mean(ece_after)),
+        ece=float(np.mean(cv.ece_before)),
+        ece_calibrated=float(np.mean(cv.ece_after)),
         temperature=temperature,
         input_layout=layout,
         keep_aspect_default=KEEP_ASPECT,

@@ -29,7 +29,7 @@ import copy
 import io
 import logging
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -125,6 +125,16 @@ def _nan_mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+class _MatchCounts(NamedTuple):
+    """Per activity class: persons with that activity (non-crowd), those matched by a detection,
+    those matched and given a label (not "unknown"), and those given the right label."""
+
+    num_gt: np.ndarray
+    matched: np.ndarray
+    labelled: np.ndarray
+    correct: np.ndarray
+
+
 def evaluate_activity(
     coco_gt: COCO,
     coco_results: List[Dict[str, Any]],
@@ -145,10 +155,27 @@ def evaluate_activity(
         ``AP-c``, ``AP50-c``, all in percent (NaN where undefined).
     """
     classes = list(activity_classes)
-    num_classes = len(classes)
     person_results = [r for r in coco_results if r.get("category_id") == person_cat_id]
+    gt_by_img = _person_gt_by_image(coco_gt, person_cat_id, classes)
+    dt_by_img: Dict[int, List[Dict[str, Any]]] = {}
+    for r in person_results:
+        dt_by_img.setdefault(r["image_id"], []).append(r)
 
-    # ---------------- ground truth per image ----------------
+    # (a) accuracy on matched detections
+    counts = _count_matches(gt_by_img, dt_by_img, classes, iou_threshold)
+    # (b) per-activity AP
+    ap, ap50 = _per_activity_ap(coco_gt, gt_by_img, person_results, classes)
+
+    results = _activity_results(counts, ap, ap50, classes)
+    _log_activity_results(results, counts, ap, ap50, classes, iou_threshold)
+    return results
+
+
+def _person_gt_by_image(
+    coco_gt: COCO, person_cat_id: int, classes: List[str]
+) -> Dict[int, List[Dict[str, Any]]]:
+    """The person annotations of ``coco_gt`` by image id; warns about activities that are not
+    among ``classes`` (those persons count as "unknown activity")."""
     gt_by_img: Dict[int, List[Dict[str, Any]]] = {}
     unknown_names = set()
     for ann in coco_gt.dataset["annotations"]:
@@ -163,22 +190,26 @@ def evaluate_activity(
             f"Activities {sorted(unknown_names)} of the ground truth are not among the classes "
             f"{classes}; those persons count as 'unknown activity'."
         )
-    dt_by_img: Dict[int, List[Dict[str, Any]]] = {}
-    for r in person_results:
-        dt_by_img.setdefault(r["image_id"], []).append(r)
+    return gt_by_img
 
-    # ---------------- (a) accuracy on matched detections ----------------
-    num_gt = np.zeros(num_classes, dtype=np.int64)
-    matched = np.zeros(num_classes, dtype=np.int64)
-    labelled = np.zeros(num_classes, dtype=np.int64)  # matched and not "unknown"
-    correct = np.zeros(num_classes, dtype=np.int64)
+
+def _count_matches(
+    gt_by_img: Dict[int, List[Dict[str, Any]]],
+    dt_by_img: Dict[int, List[Dict[str, Any]]],
+    classes: List[str],
+    iou_threshold: float,
+) -> _MatchCounts:
+    """Match each image's detections to its non-crowd persons (:func:`greedy_match`) and count,
+    per activity class, the persons, the matched ones and the right and given labels."""
+    num_classes = len(classes)
+    counts = _MatchCounts(*(np.zeros(num_classes, dtype=np.int64) for _ in range(4)))
     for img_id, anns in gt_by_img.items():
         anns = [a for a in anns if not a.get("iscrowd", 0)]
         gt_cls = np.array(
             [gt_activity_index(a.get("activity"), classes) for a in anns], dtype=np.int64
         )
         for c in gt_cls[gt_cls >= 0]:
-            num_gt[c] += 1
+            counts.num_gt[c] += 1
         dts = dt_by_img.get(img_id, [])
         if not anns or not dts:
             continue
@@ -192,24 +223,35 @@ def evaluate_activity(
             if g < 0 or gt_cls[g] < 0:
                 continue
             c = gt_cls[g]
-            matched[c] += 1
-            labelled[c] += int(dts[d].get("activity_id", -1) >= 0)
-            correct[c] += int(dts[d].get("activity_id", -1) == c)
+            counts.matched[c] += 1
+            counts.labelled[c] += int(dts[d].get("activity_id", -1) >= 0)
+            counts.correct[c] += int(dts[d].get("activity_id", -1) == c)
+    return counts
 
-    total_matched = int(matched.sum())
-    total_labelled = int(labelled.sum())
-    accuracy = 100.0 * correct.sum() / total_matched if total_matched else float("nan")
+
+def _per_class_accuracy(counts: _MatchCounts) -> List[float]:
+    """Percentage of each class's matched persons given the right label (NaN if none matched)."""
+    matched, correct = counts.matched, counts.correct
+    return [
+        100.0 * correct[c] / matched[c] if matched[c] else float("nan")
+        for c in range(len(matched))
+    ]
+
+
+def _activity_results(
+    counts: _MatchCounts, ap: List[float], ap50: List[float], classes: List[str]
+) -> "OrderedDict[str, float]":
+    """The metrics dict of :func:`evaluate_activity` from the match counts and the APs."""
+    total_matched = int(counts.matched.sum())
+    total_labelled = int(counts.labelled.sum())
+    num_correct = counts.correct.sum()
+    accuracy = 100.0 * num_correct / total_matched if total_matched else float("nan")
     # the classifier may answer "unknown" (activity_id < 0): how many it judged, and how well
     coverage = 100.0 * total_labelled / total_matched if total_matched else float("nan")
     accuracy_labelled = (
-        100.0 * correct.sum() / total_labelled if total_labelled else float("nan")
+        100.0 * num_correct / total_labelled if total_labelled else float("nan")
     )
-    per_class_acc = [
-        100.0 * correct[c] / matched[c] if matched[c] else float("nan") for c in range(num_classes)
-    ]
-
-    # ---------------- (b) per-activity AP ----------------
-    ap, ap50 = _per_activity_ap(coco_gt, gt_by_img, person_results, classes)
+    per_class_acc = _per_class_accuracy(counts)
 
     results: "OrderedDict[str, float]" = OrderedDict()
     results["accuracy"] = float(accuracy)
@@ -221,12 +263,23 @@ def evaluate_activity(
         results[f"accuracy-{name}"] = float(per_class_acc[c])
         results[f"AP-{name}"] = float(ap[c])
         results[f"AP50-{name}"] = float(ap50[c])
+    return results
 
-    # ---------------- logging ----------------
+
+def _log_activity_results(
+    results: "OrderedDict[str, float]",
+    counts: _MatchCounts,
+    ap: List[float],
+    ap50: List[float],
+    classes: List[str],
+    iou_threshold: float,
+) -> None:
+    """Log the summary metrics and a per-activity table."""
     from tabulate import tabulate
 
+    per_class_acc = _per_class_accuracy(counts)
     rows = [
-        [name, int(num_gt[c]), int(matched[c]), per_class_acc[c], ap[c], ap50[c]]
+        [name, int(counts.num_gt[c]), int(counts.matched[c]), per_class_acc[c], ap[c], ap50[c]]
         for c, name in enumerate(classes)
     ]
     table = tabulate(
@@ -238,12 +291,11 @@ def evaluate_activity(
     )
     logger.info(
         "Evaluation results for activity (accuracy on detections matched at IoU >= "
-        f"{iou_threshold}: {int(correct.sum())}/{total_matched}): \n"
+        f"{iou_threshold}: {int(counts.correct.sum())}/{int(counts.matched.sum())}): \n"
         + create_small_table({k: results[k] for k in ("accuracy", "coverage",
                                                       "accuracy_labelled", "mAP", "mAP50")})
     )
     logger.info("Per-activity results: \n" + table)
-    return results
 
 
 def _per_activity_ap(coco_gt, gt_by_img, person_results, classes):

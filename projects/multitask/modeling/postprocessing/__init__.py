@@ -5,12 +5,8 @@ from .registry import POSTPROCESSOR_REGISTRY, build_postprocessors, run_postproc
 from . import activity, prn  # noqa: F401,E402  isort: skip
 from .activity import ActivityClassifier, ActivityMLP  # noqa: E402
 from .activity_features import keypoints_to_activity_features  # noqa: E402
-from .prn import (  # noqa: E402
-    PoseResidualNetwork,
-    decode_prn_output,
-    encode_prn_input,
-    encode_prn_inputs,
-)
+from .prn import PoseResidualNetwork  # noqa: E402
+from .prn_codec import decode_prn_output, encode_prn_input, encode_prn_inputs  # noqa: E402
 
 __all__ = [
     "POSTPROCESSOR_REGISTRY",

@@ -28,7 +28,6 @@ the fit on ground-truth poses) and ``multitask.evaluation.activity_metrics`` (pe
 K-fold, classification metrics), both used by ``tools/train_activity.py``.
 """
 
-import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -41,7 +40,7 @@ from ...structures.activity import UNKNOWN_ACTIVITY
 from ...utils.file_io import atomic_write
 from .activity_features import KEEP_ASPECT, activity_feature_dim, keypoints_to_activity_features
 from .registry import POSTPROCESSOR_REGISTRY
-from .weights_io import load_state_dict_checked
+from .weights_io import load_state_dict_checked, read_weights_file
 
 __all__ = [
     "ActivityMLP",
@@ -120,12 +119,7 @@ def save_activity_weights(
 
 def load_activity_weights(path: str, key: str = "MODEL.ACTIVITY.WEIGHTS") -> Dict:
     """Read an activity weights file (dict with ``state_dict``, ``classes``, ``input_layout``)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{key}: activity classifier weights file not found: '{path}'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- re-raised with the file name
-        raise RuntimeError(f"{key}: cannot read activity weights file '{path}': {e}") from e
+    obj = read_weights_file(path, key, "activity classifier")
     if not isinstance(obj, dict):
         raise RuntimeError(f"{key}: '{path}' holds a {type(obj).__name__}, not a dict")
     if "state_dict" not in obj:  # a bare state dict

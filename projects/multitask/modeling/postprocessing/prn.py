@@ -47,7 +47,6 @@ Post-processing rule (:class:`PoseResidualNetwork`.forward), per image with ``R`
 """
 
 import math
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -55,32 +54,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config.configurable import configurable
-from .prn_codec import (
-    KEYPOINT_SCORE_THRESH,
-    SNAP_RADIUS,
-    SOURCE_BOX_SCORE_THRESH,
-    decode_prn_output,
-    encode_prn_input,
-    encode_prn_inputs,
-    enlarge_boxes,
-    snap_to_candidates,
-)
+from ...utils.file_io import atomic_write
+from .prn_codec import decode_prn_output, encode_prn_inputs, snap_to_candidates
 from .registry import POSTPROCESSOR_REGISTRY
-from .weights_io import load_state_dict_checked
+from .weights_io import load_state_dict_checked, read_weights_file
 
 __all__ = [
-    "enlarge_boxes",
-    "encode_prn_input",
-    "encode_prn_inputs",
-    "decode_prn_output",
-    "snap_to_candidates",
     "prn_loss",
     "PoseResidualNetwork",
     "PoseResidualNetworkPostprocessor",
+    "read_prn_weights",
     "load_prn_weights",
-    "KEYPOINT_SCORE_THRESH",
-    "SOURCE_BOX_SCORE_THRESH",
-    "SNAP_RADIUS",
     "PRN_VARIANTS",
 ]
 
@@ -148,12 +132,7 @@ def read_prn_weights(path: str, key: str = "MODEL.PRN.WEIGHTS") -> Tuple[Dict, D
 
     Accepts a plain state dict or a dict with ``"state_dict"`` (as :meth:`PoseResidualNetwork.save`
     writes; its other entries, e.g. ``heatmap_size`` and ``hidden_dim``, are ``meta``)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{key}: PRN weights file not found: '{path}'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- re-raised with the file name
-        raise RuntimeError(f"{key}: cannot read PRN weights file '{path}': {e}") from e
+    obj = read_weights_file(path, key, "PRN")
     meta: Dict = {}
     if isinstance(obj, dict) and "state_dict" in obj:
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -317,9 +296,8 @@ class PoseResidualNetwork(nn.Module):
     def save(self, path: str, **extra) -> None:
         """Write the weights and :meth:`extra_config` to ``path`` atomically (a temporary file
         renamed into place), so an interrupted save never leaves half a file."""
-        tmp = f"{path}.tmp"
-        torch.save({"state_dict": self.state_dict(), **self.extra_config(), **extra}, tmp)
-        os.replace(tmp, path)
+        obj = {"state_dict": self.state_dict(), **self.extra_config(), **extra}
+        atomic_write(path, lambda f: torch.save(obj, f))
 
     @torch.no_grad()
     def assign(

@@ -1,11 +1,24 @@
-"""Loading a post-processor's state dict that must fit exactly (an error naming the file, the
-config key and every mismatch)."""
+"""Reading a post-processor's weights file and loading a state dict that must fit exactly (errors
+naming the file, the config key and every mismatch)."""
 
-from typing import Dict
+import os
+from typing import Any, Dict
 
+import torch
 from torch import nn
 
-__all__ = ["load_state_dict_checked"]
+__all__ = ["read_weights_file", "load_state_dict_checked"]
+
+
+def read_weights_file(path: str, key: str, what: str) -> Any:
+    """``torch.load`` (weights only) of a post-processor's weights file; a missing or unreadable
+    file is an error naming the config ``key`` and the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{key}: {what} weights file not found: '{path}'")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- re-raised with the file name
+        raise RuntimeError(f"{key}: cannot read {what} weights file '{path}': {e}") from e
 
 
 def load_state_dict_checked(module: nn.Module, sd: Dict, path: str, key: str, what: str) -> None:
