@@ -371,6 +371,32 @@ def add_multitask_config(cfg: CfgNode) -> None:
     # Score threshold of the drawn predictions
     _C.TEST.VIS_SCORE_THRESH = 0.5
 
+    # --- tracking (multitask.tracking.PoseTracker; defaults for 25-30 fps video) ----------
+    _C.TRACKING = CfgNode()
+    # Weight of the box term (1 - IoU) of the track-detection matching cost
+    _C.TRACKING.IOU_WEIGHT = 0.5
+    # Weight of the keypoint term (1 - OKS) of that cost; the two weights are normalised to sum 1
+    _C.TRACKING.OKS_WEIGHT = 0.5
+    # A track and a detection whose matching cost (in [0, 1]) is above this are never paired
+    _C.TRACKING.MAX_COST = 0.7
+    # A new track is confirmed, and gets its ID, at its MIN_HITS-th consecutive matched frame
+    _C.TRACKING.MIN_HITS = 3
+    # A confirmed track is deleted at its MAX_MISSES-th consecutive frame without a detection
+    _C.TRACKING.MAX_MISSES = 15
+    # Detections with a box score below this are not tracked
+    _C.TRACKING.MIN_SCORE = 0.5
+    # Keypoints scored below this count as missing (OKS, smoothing); MODEL.ROI_KEYPOINT_HEAD.SCORE's
+    _C.TRACKING.KEYPOINT_THRESHOLD = 0.05
+    _C.TRACKING.SMOOTHING = CfgNode()
+    # One-Euro keypoint filter (Casiez et al. 2012): cutoff frequency (Hz) of a keypoint at rest
+    _C.TRACKING.SMOOTHING.MIN_CUTOFF = 1.0
+    # Cutoff increase (Hz) per pixel/s of keypoint speed: higher, less lag and more jitter
+    _C.TRACKING.SMOOTHING.BETA = 0.02
+    # Cutoff frequency (Hz) of the filter's speed estimate
+    _C.TRACKING.SMOOTHING.D_CUTOFF = 1.0
+    # Each track's activity probabilities are averaged over this many seconds of frames
+    _C.TRACKING.ACTIVITY_WINDOW_SECONDS = 1.0
+
 
 def get_cfg() -> CfgNode:
     """Return a fresh copy of the defaults with :func:`add_multitask_config` applied."""
