@@ -68,10 +68,26 @@ Annotation conventions
 Determinism: image ``i`` is drawn from ``np.random.default_rng([seed, i])`` only, so the output
 depends on ``(seed, i, parameters)`` alone -- not on the global RNG state nor on ``num_images``
 (the first k images of a larger set equal a k-image set).
+
+Video clips
+-----------
+:func:`generate_synthetic_clip` renders a clip for tracking and temporal activity (or
+``python tools/make_synthetic_clips.py --output /tmp/clips --num-clips 2``): a static camera and
+scene in which the same figures (body, colours, clothes) move from frame to frame. Walkers and
+runners cross the image with a gait cycle (legs and arms swinging with a phase that advances with
+their speed; runners faster, with larger swings) and enter and leave through the left and right
+borders; people standing or sitting stay in place and sway slightly. A ground plane orders them
+in depth (nearer people stand lower and are larger), so people who cross occlude each other. A
+clip directory holds ``clip.mp4``, ``frames/000000.jpg ...``, MOTChallenge ``gt.txt`` and a COCO
+``annotations.json`` with one image per frame and a stable ``track_id`` per annotation (see
+:mod:`.video`). :func:`render_clip` yields the frames and persons without writing anything. A clip
+depends only on ``(seed, clip_index, parameters)``, and its first k frames do not depend on the
+number of frames.
 """
 
 # Constants that are not in __all__ are re-exported too: they are part of the interface (tests and
 # callers read them as ``multitask.data.synthetic.<NAME>``).
+from .clip import render_clip
 from .poses import ACTIVITY_CLASSES
 from .scene import (  # noqa: F401
     DEFAULT_IMAGE_SIZE,
@@ -82,6 +98,7 @@ from .scene import (  # noqa: F401
 )
 from .skeleton import KEYPOINT_NAMES, SKELETON
 from .splits import DATASET_DIRNAME, SPLITS, ensure_synthetic_dataset  # noqa: F401
+from .video import VIDEO_GENERATOR_VERSION, ClipPaths, generate_synthetic_clip  # noqa: F401
 from .writer import (  # noqa: F401
     DEFAULT_MIN_KEYPOINT_AREA,
     GENERATOR_VERSION,
@@ -97,4 +114,7 @@ __all__ = [
     "render_image",
     "generate_synthetic_people",
     "ensure_synthetic_dataset",
+    "render_clip",
+    "generate_synthetic_clip",
+    "ClipPaths",
 ]

@@ -30,6 +30,15 @@ def _build_figure(rng, activity):
     head) where parts are (kind, ...) in body coordinates."""
     pose = _sample_pose(rng, activity)
     body = _sample_body(rng)
+    kp, parts, head = _figure_from_pose(rng, pose, body)
+    return kp, parts, head, pose
+
+
+def _figure_from_pose(rng, pose, body):
+    """The 3D figure of a given ``pose`` (see :func:`_sample_pose`) and ``body`` (see
+    :func:`_sample_body`). ``rng`` draws the foot angles and the hair line (4 numbers); a fresh
+    generator with the same seed therefore gives the same figure, which lets a clip re-pose one
+    person frame after frame. Returns (keypoints (17, 3), parts, head)."""
     kp = np.zeros((17, 3))
     parts = []  # ("capsule", p0, p1, r0, r1, color_key, side)  with p in body coords
     _add_legs(rng, pose, body, kp, parts)
@@ -38,7 +47,7 @@ def _build_figure(rng, activity):
     _add_arms(pose, body, lean, kp, parts)
     _add_torso(body, lean, parts)
     head = _add_head(rng, pose, body, lean, kp, parts)
-    return kp, parts, head, pose
+    return kp, parts, head
 
 
 def _sample_body(rng):
