@@ -6,8 +6,9 @@
         --output vis/ --json MODEL.WEIGHTS model_final.pth
     # no --output: one summary line per image, nothing written
     python tools/demo.py --config-file cfg.yaml --input img.jpg MODEL.WEIGHTS model_final.pth
-    # a video -> an .mp4 with the same fps, size and number of frames
-    python tools/demo.py --config-file cfg.yaml --video-input clip.mp4 --output vis/ --json \\
+    # a video (or a folder of frames, with --fps): people tracked over time -> vis/clip.mp4 with
+    # track IDs, smoothed skeletons and activities, and vis/clip.jsonl (one record per frame)
+    python tools/demo.py --config-file cfg.yaml --video clip.mp4 --output vis/ \\
         MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu
 
 Config overrides (``KEY VALUE`` pairs, as for ``tools/train_net.py``) go at the end, or after
@@ -21,8 +22,18 @@ Outputs (``--output``):
   drawing per input, named like the input (``.png`` when the input's extension is not one OpenCV
   writes well; ``_1``, ``_2``... appended on name clashes). With a single input, ``--output`` may
   also be a file name with an image extension.
-* video: ``--output`` is a folder (``<folder>/<video stem>.mp4``) or a file name (its extension
-  becomes ``.mp4``); codec mp4v, the input's fps (30 if unknown) and frame size.
+* video (``--video`` / ``--video-input``: a video file, or a folder of frames in name order): the
+  people are tracked over time (``multitask.engine.video``; ``TRACKING.*`` config keys).
+  ``--output`` is a folder (``<folder>/<video stem>.mp4``) or a file name (its extension becomes
+  ``.mp4``); codec mp4v, the input's fps and frame size. Each person is drawn in the colour of
+  their track with ``#ID``, the smoothed skeleton and the track's windowed activity (people not
+  on a confirmed track in grey). Next to it, ``<stem>.jsonl``: one JSON record per frame,
+  ``{"frame", "time", "people": [{"track_id", "box", "score", "keypoints",
+  "keypoints_smoothed", "activity", "track_activity"}, ...]}`` (``tools/eval_tracking.py
+  --predictions`` reads it). The frame rate is the video's; ``--fps`` overrides it and is needed
+  for a folder of frames or a video that has none. A missing, unreadable or empty video is an
+  error; a frame of another size ends the video there with a warning (the frames before it are
+  written).
 * ``--json`` (needs ``--output``): COCO results (a list of dicts from
   ``multitask.evaluation.instances_to_coco_json``: ``image_id``, ``category_id``, ``bbox`` XYWH,
   ``score``, ``segmentation`` (compressed RLE), ``keypoints`` ``[x, y, score] * 17`` in COCO's
@@ -32,7 +43,7 @@ Outputs (``--output``):
   else the image's index in the sorted input list. For a video, one file per frame:
   ``<output stem>_frames/000000.json``, ``000001.json``, ... with ``image_id`` = frame index.
 
-Unreadable inputs (missing, empty, corrupt, not an image) are logged one line each and skipped.
+Unreadable images (missing, empty, corrupt, not an image) are logged one line each and skipped.
 The exit status is 0 when at least one input was processed, 1 when none could be.
 """
 import argparse
@@ -54,6 +65,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from multitask.data import ImageReadError, read_image
 from multitask.engine import DefaultPredictor
 from multitask.engine.defaults import seed_all, setup_cfg
+from multitask.engine.video import VideoInputError, VideoRunner, VideoSource
+from multitask.engine.video_output import TrackedVideoWriter
 from multitask.evaluation import instances_to_coco_json
 from multitask.structures import activity_name
 from multitask.utils.logger import setup_logger
@@ -66,7 +79,8 @@ _WRITABLE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # a config key (MODEL.WEIGHTS, SEED): starts the trailing overrides
 _CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 _VALUE_OPTIONS = (
-    "--config-file", "--output", "--video-input", "--confidence-threshold", "--keypoint-threshold"
+    "--config-file", "--output", "--video-input", "--video", "--confidence-threshold",
+    "--keypoint-threshold", "--fps",
 )
 
 
@@ -84,7 +98,8 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="image files, glob patterns (quote them) and/or folders (their files, not recursive)",
     )
-    src.add_argument("--video-input", metavar="FILE", help="a video file")
+    src.add_argument("--video-input", "--video", metavar="PATH",
+                     help="a video file or a folder of frames: track the people over time")
     parser.add_argument(
         "--output",
         metavar="PATH",
@@ -105,6 +120,10 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", action="store_true", help="also write COCO-results json (see the docs above)"
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None,
+        help="frame rate of the video (default: the video's own; needed for a folder of frames)",
     )
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
@@ -131,6 +150,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.opts = list(args.opts or []) + argv[split:]
     if args.json and not args.output:
         parser.error("--json needs --output (the folder or file the results go to)")
+    if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
+        parser.error(f"--fps must be a positive number, got {args.fps}")
     return args
 
 
@@ -288,75 +309,68 @@ class Demo:
             processed += 1
         return processed, skipped
 
-    def run_video(self, path: str) -> Tuple[int, List[str]]:
+    def video_outputs(self, path: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+        """The annotated video, the JSON-lines records and the per-frame COCO json folder of the
+        video ``path`` (None each when not asked for)."""
         args = self.args
-        cap = cv2.VideoCapture(path)
-        if not os.path.isfile(path) or not cap.isOpened():
-            reason = "file does not exist" if not os.path.exists(path) else "cannot open video"
-            logger.warning("Skipping %s: %s", path, reason)
-            return 0, [path]
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        if not fps or not np.isfinite(fps) or fps <= 0:
-            logger.warning("%s: unknown frame rate, writing at 30 fps", path)
-            fps = 30.0
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        out_video = frames_dir = None
-        if args.output:
-            if os.path.isdir(args.output) or not os.path.splitext(args.output)[1]:
-                stem = os.path.splitext(os.path.basename(path))[0]
-                out_video = os.path.join(args.output, stem + ".mp4")
-            else:
-                out_video = os.path.splitext(args.output)[0] + ".mp4"
-            os.makedirs(os.path.dirname(os.path.abspath(out_video)), exist_ok=True)
-            if args.json:
-                frames_dir = os.path.splitext(out_video)[0] + "_frames"
-                os.makedirs(frames_dir, exist_ok=True)
-        writer = None
-        n_frames, n_people = 0, 0
-        start = time.perf_counter()
-        try:
-            with tqdm.tqdm(total=total, desc="frames", unit="frame", mininterval=0.5) as bar:
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    instances = self.predict(frame)
-                    n_people += len(instances)
-                    if out_video is not None:
-                        if writer is None:
-                            h, w = frame.shape[:2]
-                            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                            writer = cv2.VideoWriter(out_video, fourcc, fps, (w, h), True)
-                            if not writer.isOpened():
-                                raise SystemExit(f"Cannot open {out_video} for writing (mp4v)")
-                        writer.write(self.draw(frame, instances))
-                    if frames_dir is not None:
-                        write_json(
-                            os.path.join(frames_dir, f"{n_frames:06d}.json"),
-                            self.to_json(instances, n_frames),
-                        )
-                    n_frames += 1
-                    bar.update(1)
-        finally:
-            cap.release()
-            if writer is not None:
-                writer.release()
-        if n_frames == 0:
-            logger.warning("Skipping %s: no frame could be decoded", path)
-            return 0, [path]
-        seconds = time.perf_counter() - start
-        logger.info(
-            "%s: %d frames (%.1f fps input) in %.1fs, %.2f people per frame",
-            path, n_frames, fps, seconds, n_people / n_frames,
-        )
-        if out_video is not None:
-            logger.info("Wrote %s", out_video)
+        if not args.output:
+            return None, None, None
+        if os.path.isdir(args.output) or not os.path.splitext(args.output)[1]:
+            stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+            out_video = os.path.join(args.output, stem + ".mp4")
+        else:
+            out_video = os.path.splitext(args.output)[0] + ".mp4"
+        stem = os.path.splitext(out_video)[0]
+        return out_video, stem + ".jsonl", (stem + "_frames") if args.json else None
+
+    def run_video(self, source: VideoSource) -> Tuple[int, List[str]]:
+        """Track the people of an open video (closed here) and write its outputs."""
+        args = self.args
+        out_video, jsonl, frames_dir = self.video_outputs(source.path)
         if frames_dir is not None:
-            logger.info("Wrote %d json files to %s", n_frames, frames_dir)
+            os.makedirs(frames_dir, exist_ok=True)
+        runner = VideoRunner(self.cfg, predictor=self.predictor)
+        tracks, n_people = set(), 0
+        start = time.perf_counter()
+        with source, TrackedVideoWriter(
+            out_video, jsonl, source.fps, args.keypoint_threshold, args.confidence_threshold
+        ) as out, tqdm.tqdm(
+            total=source.num_frames, desc="frames", unit="frame", mininterval=0.5
+        ) as bar:
+            for frame in runner.run(source):
+                out.write(frame.image, frame.record)
+                if frames_dir is not None:
+                    write_json(os.path.join(frames_dir, f"{frame.index:06d}.json"),
+                               self.to_json(frame.instances, frame.index))
+                tracks.update(int(t) for t in frame.track_ids if t > 0)
+                n_people += len(frame.instances)
+                bar.update(1)
+        n_frames = source.frames_read
+        logger.info(
+            "%s: %d frames (%.1f fps) in %.1fs, %.2f people per frame, %d track(s)",
+            source.path, n_frames, source.fps, time.perf_counter() - start,
+            n_people / max(n_frames, 1), len(tracks),
+        )
+        if source.stop_reason:
+            logger.warning("%s: stopped early (%s); the %d frame(s) before it are written",
+                           source.path, source.stop_reason, n_frames)
+        for what, path in (("video", out_video), ("records", jsonl), ("json files", frames_dir)):
+            if path is not None:
+                logger.info("Wrote %s: %s", what, path)
         return 1, []
 
 
+def open_video_input(args) -> Optional[VideoSource]:
+    """The ``--video-input`` source, opened; None (the reason logged) when it cannot be run."""
+    try:
+        return VideoSource(args.video_input, fps=args.fps)
+    except VideoInputError as e:
+        logger.error("Cannot run %s", e)
+        return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the demo; the exit status (0: at least one input processed)."""
     args = parse_args(argv)
     setup_logger(name="multitask")
     setup_logger(name="fvcore")
@@ -364,14 +378,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = build_cfg(args)
     if cfg.SEED >= 0:
         seed_all(cfg.SEED)
-    demo = Demo(cfg, args)
+    source = open_video_input(args) if args.video_input else None
+    if args.video_input and source is None:
+        logger.info("Done: 0 video(s) processed, 1 skipped: %s", args.video_input)
+        return 1
+    try:
+        demo = Demo(cfg, args)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     base_logger = logging.getLogger("multitask")
     with logging_redirect_tqdm(loggers=[base_logger]):
         for h in base_logger.handlers:  # tqdm's console handler does not copy the INFO level
             if not isinstance(h, logging.FileHandler) and h.level == logging.NOTSET:
                 h.setLevel(logging.INFO)
         if args.video_input:
-            processed, skipped = demo.run_video(args.video_input)
+            processed, skipped = demo.run_video(source)
             what = "video"
         else:
             processed, skipped = demo.run_images(args.input)

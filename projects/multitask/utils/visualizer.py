@@ -43,6 +43,7 @@ from ..structures.masks import segmentation_to_mask
 __all__ = [
     "draw_instance_predictions",
     "draw_ground_truth",
+    "draw_people",
     "instance_color",
     "skeleton_side",
     "default_sizes",
@@ -484,3 +485,16 @@ def draw_ground_truth(
     return _draw_people(
         painter, boxes, masks, keypoints, kp_style, labels, limbs, kp_colors, label_anchors
     )
+
+
+def draw_people(image_bgr, boxes, keypoints, labels, colors, keypoint_thresh=KEYPOINT_THRESHOLD):
+    """Boxes ``(N, 4)``, skeletons ``(N, K, 3)`` (x, y, score) and label lines of N people, each in
+    its own BGR colour (e.g. its track's), on a copy of ``image_bgr``; styles as above."""
+    painter, (limbs, kp_colors, _, _) = _Painter(image_bgr), _resolve_names(*[None] * 5)
+    styles = np.where(np.asarray(keypoints)[..., 2] >= keypoint_thresh, _DOT, _HIDDEN)
+    for box, kps, style, color in zip(boxes, keypoints, styles, colors):
+        painter.box(box, color)
+        painter.skeleton(np.asarray(kps)[:, :2], style, limbs, kp_colors)
+    for box, lines, color in zip(boxes, labels, colors):  # labels on top of every skeleton
+        painter.label(lines, box, color)
+    return painter.img
