@@ -396,6 +396,17 @@ def add_multitask_config(cfg: CfgNode) -> None:
     _C.TRACKING.SMOOTHING.D_CUTOFF = 1.0
     # Each track's activity probabilities are averaged over this many seconds of frames
     _C.TRACKING.ACTIVITY_WINDOW_SECONDS = 1.0
+    # Where a track's activity comes from: "window" (the per-frame probabilities averaged over
+    # ACTIVITY_WINDOW_SECONDS) or "temporal" (a 1-D convolutional model over the track's last
+    # TEMPORAL_FRAMES poses, multitask.tracking.temporal_activity; needs TEMPORAL_WEIGHTS)
+    _C.TRACKING.ACTIVITY_MODEL = "window"
+    # Weights file of the temporal model (tools/train_temporal_activity.py); its classes and pose
+    # features must be MODEL.ACTIVITY.CLASSES, USE_VISIBILITY and GEOMETRY
+    _C.TRACKING.TEMPORAL_WEIGHTS = ""
+    # Frames the temporal model reads (its window, frames of the video); the weights file's
+    _C.TRACKING.TEMPORAL_FRAMES = 24
+    # A track with fewer frames than this gets its latest per-frame activity probabilities
+    _C.TRACKING.TEMPORAL_MIN_FRAMES = 8
 
 
 def get_cfg() -> CfgNode:

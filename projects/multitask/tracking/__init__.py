@@ -19,13 +19,17 @@ Parts, usable on their own:
 - :mod:`.matching`: box IoU, keypoint OKS, the matching cost and the gated optimal assignment;
 - :mod:`.smoothing`: :class:`OneEuroFilter` (vectorised) and :class:`KeypointSmoother`;
 - :mod:`.activity`: :class:`WindowedActivity`, per-track activity probabilities averaged over a
-  sliding window.
+  sliding window;
+- :mod:`.temporal_activity`: :class:`TemporalActivityNet`, a small temporal convolutional model
+  over a track's pose sequence, and :class:`TemporalActivity`, its per-track online use
+  (``TRACKING.ACTIVITY_MODEL "temporal"``).
 """
 
 from .activity import WindowedActivity
 from .matching import assign, box_iou, keypoint_oks, matching_cost
 from .smoothing import KeypointSmoother, OneEuroFilter
-from .tracker import PoseTracker, Track, check_detections
+from .temporal_activity import TemporalActivity, TemporalActivityNet, load_temporal_weights
+from .tracker import ACTIVITY_MODELS, PoseTracker, Track, check_detections
 
 __all__ = [
     "PoseTracker",
@@ -34,6 +38,10 @@ __all__ = [
     "KeypointSmoother",
     "OneEuroFilter",
     "WindowedActivity",
+    "TemporalActivity",
+    "TemporalActivityNet",
+    "load_temporal_weights",
+    "ACTIVITY_MODELS",
     "assign",
     "box_iou",
     "keypoint_oks",

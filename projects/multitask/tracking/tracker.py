@@ -23,14 +23,19 @@ Per frame:
    its ``max_misses``-th consecutive frame without a match (it coasts through
    ``max_misses - 1`` missed frames and keeps its ID if it is matched again);
 5. each matched track's keypoints are smoothed (:class:`~.smoothing.KeypointSmoother`, One-Euro)
-   into ``Track.smoothed_keypoints``, and its activity probabilities averaged over a sliding
-   window (:class:`~.activity.WindowedActivity`) into ``Track.activity_probs`` and
-   ``Track.activity_label``.
+   into ``Track.smoothed_keypoints``, and its activity is updated into ``Track.activity_probs``
+   and ``Track.activity_label`` by the ``activity_model`` (``TRACKING.ACTIVITY_MODEL``):
+   ``"window"`` averages the detections' activity probabilities over a sliding window
+   (:class:`~.activity.WindowedActivity`); ``"temporal"`` reads the track's last raw poses
+   (keypoints and box) with a temporal model (:class:`~.temporal_activity.TemporalActivity`,
+   ``TRACKING.TEMPORAL_*``), and gives the frame's own probabilities until the track has
+   ``TRACKING.TEMPORAL_MIN_FRAMES`` frames.
 
 Frames are counted by the calls of :meth:`PoseTracker.update`; a frame's time stamp (seconds,
 for the smoothing) is ``timestamp`` when given, else ``frame_index / fps``.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -41,8 +46,17 @@ from ..structures.keypoints import COCO_PERSON_OKS_SIGMAS
 from .activity import WindowedActivity
 from .matching import assign, matching_cost
 from .smoothing import KeypointSmoother
+from .temporal_activity import TemporalActivity
 
-__all__ = ["Track", "PoseTracker", "check_detections"]
+__all__ = ["Track", "PoseTracker", "check_detections", "ACTIVITY_MODELS"]
+
+logger = logging.getLogger(__name__)
+
+# The values of TRACKING.ACTIVITY_MODEL
+ACTIVITY_MODELS = ("window", "temporal")
+# A temporal model trained at another frame rate than the video's (by more than this fraction)
+# reads gaits at another pace: warned about
+_FPS_TOLERANCE = 0.2
 
 # Weight of the newest frame-to-frame motion in a track's velocity (exponential average)
 _VELOCITY_UPDATE = 0.5
@@ -57,8 +71,10 @@ class Track:
     ``track_id``: the ID (>= 1), -1 while the track is tentative. ``box (4,)`` XYXY, ``score``
     and ``keypoints (K, 3)`` are those of the last matched detection (raw),
     ``smoothed_keypoints (K, 3)`` the One-Euro smoothed keypoints (score column unchanged);
-    ``activity_probs (C,)`` the window-averaged activity probabilities and ``activity_label``
-    their argmax (None and -1 without activity scores). ``hits``: consecutive matched frames;
+    ``activity_probs (C,)`` the activity probabilities of the tracker's activity model
+    (window-averaged, or the temporal model's) and ``activity_label`` their argmax (None and -1
+    without activity scores, or, with the temporal model, while the track is shorter than its
+    minimum and its frame has no activity scores). ``hits``: consecutive matched frames;
     ``misses``: consecutive frames without a match (0 when matched in the latest frame);
     ``detection_index``: the index of its detection in the latest :meth:`PoseTracker.update`
     call (-1 when missed). ``first_frame`` / ``last_frame``: frame indices of the first and the
@@ -176,6 +192,10 @@ class PoseTracker:
     config (:func:`multitask.config.configurable.configurable`). ``fps`` (default 30) sets the
     activity window's length in frames and the default time stamps; ``oks_sigmas (K,)`` the
     keypoint set's OKS sigmas (default COCO's 17), and so the ``K`` every frame must have.
+    ``activity_model`` is ``"window"`` or ``"temporal"``; the latter needs ``temporal_activity``
+    (a :class:`~.temporal_activity.TemporalActivity`, built by :meth:`from_config` from
+    ``TRACKING.TEMPORAL_WEIGHTS``), of which the tracker keeps its own copy (:attr:`temporal`:
+    the network shared, the per-track state its own).
 
     Per frame: ``ids = tracker.update(boxes, scores, keypoints, activity_scores=None,
     timestamp=None)`` -> ``(N,)`` int64, the ID of each detection's confirmed track, -1 for a
@@ -200,6 +220,8 @@ class PoseTracker:
         smoothing_beta: float,
         smoothing_d_cutoff: float,
         activity_window_seconds: float,
+        activity_model: str = "window",
+        temporal_activity: Optional[TemporalActivity] = None,
         fps: float = 30.0,
         oks_sigmas: Optional[Sequence[float]] = None,
     ):
@@ -226,14 +248,46 @@ class PoseTracker:
         self.smoother = KeypointSmoother(smoothing_min_cutoff, smoothing_beta,
                                          smoothing_d_cutoff, self.keypoint_threshold)
         self.activity = WindowedActivity(activity_window_seconds, self.fps)
+        self.activity_model = str(activity_model)
+        self.temporal = self._check_temporal(temporal_activity)
         self.reset()
+
+    def _check_temporal(self, temporal: Optional[TemporalActivity]) -> Optional[TemporalActivity]:
+        """The temporal model the activity model needs (None for "window"), checked."""
+        if self.activity_model not in ACTIVITY_MODELS:
+            raise ValueError(f"TRACKING.ACTIVITY_MODEL must be one of {list(ACTIVITY_MODELS)}, "
+                             f"got {self.activity_model!r}")
+        if self.activity_model == "window":
+            return None
+        if temporal is None:
+            raise ValueError("TRACKING.ACTIVITY_MODEL is 'temporal' but there is no temporal "
+                             "model: set TRACKING.TEMPORAL_WEIGHTS (or pass temporal_activity)")
+        if temporal.num_keypoints != self.num_keypoints:
+            raise ValueError(f"temporal_activity: reads {temporal.num_keypoints} keypoints, the "
+                             f"tracker's keypoint set has {self.num_keypoints}")
+        if temporal.fps and abs(self.fps / temporal.fps - 1.0) > _FPS_TOLERANCE:
+            pace = "slower" if self.fps > temporal.fps else "faster"
+            logger.warning("The temporal activity model (%s) was trained on %g fps clips, the "
+                           "video has %g fps: its gaits look %s", temporal.weights_source,
+                           temporal.fps, self.fps, pace)
+        return temporal.copy()
 
     @classmethod
     def from_config(cls, cfg, fps: float = 30.0,
                     oks_sigmas: Optional[Sequence[float]] = None) -> Dict:
         """The constructor's arguments from ``TRACKING.*``; ``fps`` (frames per second of the
-        video) and ``oks_sigmas`` (None: COCO's person sigmas) are not config keys."""
+        video) and ``oks_sigmas`` (None: COCO's person sigmas) are not config keys. With
+        ``TRACKING.ACTIVITY_MODEL "temporal"`` the temporal model is built from the config
+        (``TRACKING.TEMPORAL_*``, ``MODEL.ACTIVITY.*``) and its weights loaded."""
         t = cfg.TRACKING
+        temporal = None
+        if t.ACTIVITY_MODEL == "temporal":
+            if not t.TEMPORAL_WEIGHTS:
+                raise ValueError("TRACKING.ACTIVITY_MODEL is 'temporal' but "
+                                 "TRACKING.TEMPORAL_WEIGHTS is empty; give the temporal "
+                                 "model's weights file (tools/train_temporal_activity.py)")
+            k = len(COCO_PERSON_OKS_SIGMAS if oks_sigmas is None else oks_sigmas)
+            temporal = TemporalActivity(cfg, num_keypoints=k)
         return {
             "iou_weight": t.IOU_WEIGHT,
             "oks_weight": t.OKS_WEIGHT,
@@ -246,6 +300,8 @@ class PoseTracker:
             "smoothing_beta": t.SMOOTHING.BETA,
             "smoothing_d_cutoff": t.SMOOTHING.D_CUTOFF,
             "activity_window_seconds": t.ACTIVITY_WINDOW_SECONDS,
+            "activity_model": t.ACTIVITY_MODEL,
+            "temporal_activity": temporal,
             "fps": fps,
             "oks_sigmas": oks_sigmas,
         }
@@ -262,6 +318,8 @@ class PoseTracker:
         self.deleted_ids: List[int] = []
         self.smoother.reset()
         self.activity.reset()
+        if self.temporal is not None:
+            self.temporal.reset()
 
     @property
     def num_keypoints(self) -> int:
@@ -309,23 +367,31 @@ class PoseTracker:
             if self._num_classes not in (None, activity_scores.shape[1]):
                 raise ValueError(f"activity_scores: {activity_scores.shape[1]} classes, earlier "
                                  f"frames had {self._num_classes}")
+            if self.temporal is not None and activity_scores.shape[1] != len(
+                    self.temporal.classes):
+                raise ValueError(f"activity_scores: {activity_scores.shape[1]} classes, the "
+                                 f"temporal activity model has {len(self.temporal.classes)}")
             self._num_classes = activity_scores.shape[1]
         frame = self._frame
         for track in self._tracks:
             track.detection_index = -1
         candidates = np.flatnonzero(scores >= self.min_score)
         matches, missed, new = self._match(frame, boxes[candidates], keypoints[candidates])
+        matched = []
         for row, col in matches:
             det = int(candidates[col])
             self._tracks[row].observe(frame, boxes[det].copy(), scores[det],
                                       keypoints[det].copy(), self.keypoint_threshold)
-            self._after_match(self._tracks[row], det, t, activity_scores)
+            self._after_match(self._tracks[row], det, t)
+            matched.append(self._tracks[row])
         survivors = self._age(missed)
         for col in new:
             det = int(candidates[col])
             survivors.append(self._spawn(frame, t, boxes[det].copy(), scores[det],
                                          keypoints[det].copy()))
-            self._after_match(survivors[-1], det, t, activity_scores)
+            self._after_match(survivors[-1], det, t)
+            matched.append(survivors[-1])
+        self._update_activity(matched, activity_scores)
         self._tracks = survivors
         self._frame += 1
         self._timestamp = t
@@ -348,18 +414,36 @@ class PoseTracker:
                              self.iou_weight, self.oks_weight, self.keypoint_threshold)
         return assign(cost, self.max_cost)
 
-    def _after_match(self, track: Track, det: int, t: float,
-                     activity_scores: Optional[np.ndarray]) -> None:
-        """Confirmation, smoothing and activity of a track matched to detection ``det``."""
+    def _after_match(self, track: Track, det: int, t: float) -> None:
+        """Confirmation and smoothing of a track matched to detection ``det``."""
         track.detection_index = det
         track.timestamp = t
         if not track.confirmed and track.hits >= self.min_hits:
             track.track_id = self._next_id
             self._next_id += 1
         track.smoothed_keypoints = self.smoother.smooth(track.key, track.keypoints, t)
-        if activity_scores is not None:
-            track.activity_probs, track.activity_label = self.activity.update(
-                track.key, activity_scores[det])
+
+    def _update_activity(self, matched: List[Track],
+                         activity_scores: Optional[np.ndarray]) -> None:
+        """The activity of the tracks matched in this frame (their ``detection_index`` rows of
+        ``activity_scores (N, C)``): window-averaged, or the temporal model's on their raw
+        keypoints and boxes (one batch)."""
+        if self.temporal is None:
+            if activity_scores is None:
+                return
+            for track in matched:
+                track.activity_probs, track.activity_label = self.activity.update(
+                    track.key, activity_scores[track.detection_index])
+            return
+        if not matched:
+            return
+        dets = [track.detection_index for track in matched]
+        results = self.temporal.update_many(
+            [track.key for track in matched], np.stack([track.keypoints for track in matched]),
+            np.stack([track.box for track in matched]),
+            None if activity_scores is None else activity_scores[dets])
+        for track, (probs, label) in zip(matched, results):
+            track.activity_probs, track.activity_label = probs, label
 
     def _age(self, missed: np.ndarray) -> List[Track]:
         """The live tracks after this frame's misses (``missed``: rows of unmatched tracks):
@@ -376,6 +460,8 @@ class PoseTracker:
             survivors.append(track)
         self.smoother.forget(t.key for t in deleted)
         self.activity.forget(t.key for t in deleted)
+        if self.temporal is not None:
+            self.temporal.forget(t.key for t in deleted)
         self.deleted_ids = sorted(t.track_id for t in deleted if t.confirmed)
         return survivors
 
