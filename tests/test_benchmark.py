@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "benchmark.py"
-SECTIONS = ("inference", "train", "postproc", "memory", "ops", "amp")
+SECTIONS = ("inference", "train", "postproc", "memory", "ops", "amp", "tracking")
 NUM_PEOPLE = 3
 
 
@@ -54,6 +54,11 @@ def test_json_numbers(tiny_run):
     assert meta["failures"] == []
     for section in SECTIONS:
         assert "error" not in data[section], data[section].get("error")
+
+    trk = data["tracking"]
+    assert _positive(trk["models"]["tracker"]["median_ms"])
+    assert _positive(trk["models"]["ours_full"]["median_ms"])
+    assert 0 < trk["tracker_over_model"] < 1  # the tracker is cheaper than the model
 
     inf = data["inference"]
     for name in ("ours_full", "tv_keypointrcnn", "tv_maskrcnn", "tv_maskrcnn+keypointrcnn"):

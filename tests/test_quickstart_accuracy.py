@@ -1,6 +1,6 @@
 """Opt-in accuracy check of the quickstart (detectron2's ``*_inference_acc_test`` idea).
 
-Runs the README's quickstart command end to end (about 17 minutes on 2 CPU cores) with
+Runs the README's quickstart command end to end (about 18 minutes on 2 CPU cores) with
 ``TEST.EXPECTED_RESULTS`` set from the values it reached when this test was written, so a change
 that makes the model learn worse fails here. Run with ``python -m pytest --runslow -k accuracy``.
 """
@@ -17,17 +17,19 @@ CONFIG = REPO / "configs" / "quickstart" / "multitask_R_18_FPN_synthetic.yaml"
 
 # [task, metric, value reached, tolerance]: reached by the quickstart on 2 CPU cores (seed 0);
 # the tolerances cover a change of random stream (at 1800 iterations, three GN variants of this
-# config gave box AP 31.7-32.5, mask AP 17.8-19.7, keypoint AP 7.6-8.0, activity 32-40 %) and
-# keep the keypoint AP above 0 and the activity accuracy above chance (25 %). At 1600 iterations,
-# adding the activity classifier's pose geometry (which also shifts the random stream) and then
-# the ROIAlignV2 pooler gave box AP 30.4 / 30.6, mask AP 17.1 / 19.0 and activity 38.2 / 38.6 %;
-# the fast CPU roi_align (same values up to float rounding, so another random walk) 30.6, 17.2,
-# keypoint AP 7.7 (6.9 before) and activity 43.7 %.
+# config gave box AP 31.7-32.5, mask AP 17.8-19.7, keypoint AP 7.6-8.0, activity 32-40 %; the
+# ROIAlignV2 pooler and the fast CPU roi_align, each another random walk, box 30.4-30.6, mask
+# 17.1-19.0, keypoint 6.9-7.7, activity 38.2-43.7 %) and another CPU's kernels (AVX-512 against
+# AVX2: 30.6 / 17.2 / 7.7 / 43.7 against 30.1 / 17.6 / 7.5 / 39.0), and keep the keypoint AP
+# above 0 and the activity accuracy above chance (25 %). With the whole chain (detector -> PRN ->
+# activity; the PRN's initialisation shifts the random stream): 29.2 / 18.9 / 7.5 (7.7 before the
+# PRN) / 38.9 % on an AVX2 EPYC.
 EXPECTED = [
-    ["bbox", "AP", 30.6, 5.0],
-    ["segm", "AP", 17.2, 5.0],
-    ["keypoints", "AP", 7.7, 4.0],
-    ["activity", "accuracy", 43.7, 7.0],
+    ["bbox", "AP", 29.2, 5.0],
+    ["segm", "AP", 18.9, 5.0],
+    ["keypoints", "AP", 7.5, 4.0],
+    ["keypoints_before_prn", "AP", 7.7, 4.0],
+    ["activity", "accuracy", 38.9, 7.0],
 ]
 
 

@@ -53,6 +53,7 @@ from .sections.inference import section_inference
 from .sections.memory import section_memory
 from .sections.ops import section_ops
 from .sections.postproc import section_postproc
+from .sections.tracking import section_tracking
 from .sections.train import section_train
 from .settings import SECTIONS, TINY_SIZE, Settings
 
@@ -179,6 +180,7 @@ def section_runners(s: Settings, env) -> Dict[str, Callable[[], Dict[str, object
         "memory": lambda: section_memory(s, env),
         "ops": lambda: section_ops(s, env),
         "amp": lambda: section_amp(s, env),
+        "tracking": lambda: section_tracking(s, env, cache),
     }
 
 

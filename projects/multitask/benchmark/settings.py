@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Tuple
 
-SECTIONS = ("inference", "train", "postproc", "memory", "ops", "amp")
+SECTIONS = ("inference", "train", "postproc", "memory", "ops", "amp", "tracking")
 TINY_SIZE = (128, 160)
 
 
