@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from shared_data import MPII_CSV
+from tiny_model import small_synthetic_people, small_training
 
 from multitask.config import get_cfg
 from multitask.data import DatasetCatalog, register_datasets_from_cfg
-from multitask.data.synthetic import generate_synthetic_people
 from multitask.engine import Trainer
 from multitask.engine.activity_training import activity_poses_from_dicts, fit_activity_classifier
 from multitask.evaluation.activity_metrics import classification_metrics, stratified_group_kfold
@@ -374,10 +374,7 @@ def test_fit_on_ground_truth_poses():
 def test_trainer_fits_activity_on_train_gt(tmp_path):
     """MODEL.ACTIVITY.FIT_ON_TRAIN_GT: the trainer fits the classifier before training, writes it
     next to the checkpoints, carries it in them, and the evaluation reports activity accuracy."""
-    json_file = generate_synthetic_people(
-        str(tmp_path / "data"), num_images=4, seed=3, image_size=(128, 160),
-        min_person_height=60.0, min_keypoint_area=0,
-    )
+    json_file = small_synthetic_people(tmp_path / "data")
     cfg = get_cfg()
     cfg.merge_from_list([
         "MODEL.DEVICE", "cpu",
@@ -393,19 +390,7 @@ def test_trainer_fits_activity_on_train_gt(tmp_path):
         "MODEL.ACTIVITY.HIDDEN_DIMS", "[32]",
         "MODEL.ACTIVITY.FIT_ON_TRAIN_GT", "True",
         "MODEL.ACTIVITY.FIT_EPOCHS", "5",
-        "DATASETS.REGISTER", repr([["act_fit", json_file, str(tmp_path / "data" / "images")]]),
-        "DATASETS.TRAIN", "('act_fit',)",
-        "DATASETS.TEST", "('act_fit',)",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)",
-        "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "128",
-        "INPUT.MAX_SIZE_TEST", "160",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "1",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SEED", "0",
-        "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    ] + small_training("act_fit", json_file, tmp_path / "out"))
     register_datasets_from_cfg(cfg)
     try:
         trainer = Trainer(cfg)

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_model import TINY_MODEL
+from tiny_model import TINY_MODEL, small_synthetic_people, small_training
 
 from multitask.config import get_cfg
 from multitask.data import DatasetCatalog, register_datasets_from_cfg
-from multitask.data.synthetic import generate_synthetic_people
 from multitask.engine import Trainer
 from multitask.engine.checkpoint import MultiTaskCheckpointer
 from multitask.engine.postprocessor_fit import check_postprocessor_weights
@@ -145,34 +144,19 @@ def _chain_cfg(tmp_path, name, json_file, extra=()):
         "MODEL.PRN.FIT_EPOCHS", "2",
         "MODEL.ACTIVITY.HIDDEN_DIMS", "[32]",
         "MODEL.ACTIVITY.FIT_EPOCHS", "3",
-        "DATASETS.REGISTER", repr([[name, json_file, str(Path(json_file).parent / "images")]]),
-        "DATASETS.TRAIN", f"('{name}',)",
-        "DATASETS.TEST", f"('{name}',)",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)",
-        "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "128",
-        "INPUT.MAX_SIZE_TEST", "160",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "1",
+    ] + small_training(name, json_file, tmp_path / "out", extra=[
         "SOLVER.WARMUP_ITERS", "1",
         "SOLVER.STEPS", "()",
         "TEST.VIS_NUM_IMAGES", "0",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SEED", "0",
-        "OUTPUT_DIR", str(tmp_path / "out"),
         *extra,
-    ])
+    ]))
     register_datasets_from_cfg(cfg)
     return cfg
 
 
 @pytest.fixture
 def synthetic_json(tmp_path):
-    path = generate_synthetic_people(
-        str(tmp_path / "data"), num_images=4, seed=3, image_size=(128, 160),
-        min_person_height=60.0, min_keypoint_area=0,
-    )
-    yield path
+    yield small_synthetic_people(tmp_path / "data")
     for name in ("chain", "chain_nolabels"):
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)

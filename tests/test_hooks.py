@@ -4,11 +4,10 @@ checkpoints and evaluations, and what happens when training stops with an error.
 import json
 
 import pytest
-from tiny_model import TINY_MODEL
+from tiny_model import TINY_MODEL, small_synthetic_people, small_training
 
 from multitask.config import get_cfg
 from multitask.data import DatasetCatalog, register_datasets_from_cfg
-from multitask.data.synthetic import generate_synthetic_people
 from multitask.engine import Trainer
 from multitask.engine.hooks import EvalHook, HookBase, PeriodicCheckpointer
 
@@ -34,31 +33,17 @@ class Recorder(HookBase):
 
 @pytest.fixture
 def cfg(tmp_path):
-    json_file = generate_synthetic_people(
-        str(tmp_path / "data"), num_images=4, seed=5, image_size=(128, 160),
-        min_person_height=60.0, min_keypoint_area=0,
-    )
+    json_file = small_synthetic_people(tmp_path / "data", seed=5)
     cfg = get_cfg()
     cfg.merge_from_list(TINY_MODEL + [
         "MODEL.RESNETS.WIDTH_MULT", "0.25",
         "MODEL.BACKBONE.FREEZE_AT", "0",
-        "DATASETS.REGISTER", repr([["hooks_data", json_file, str(tmp_path / "data" / "images")]]),
-        "DATASETS.TRAIN", "('hooks_data',)",
-        "DATASETS.TEST", "('hooks_data',)",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)",
-        "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "128",
-        "INPUT.MAX_SIZE_TEST", "160",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "3",
+    ] + small_training("hooks_data", json_file, tmp_path / "out", max_iter=3, extra=[
         "SOLVER.WARMUP_ITERS", "1",
         "SOLVER.STEPS", "()",
         "SOLVER.CHECKPOINT_PERIOD", "2",
         "TEST.EVAL_PERIOD", "2",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SEED", "0",
-        "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    ]))
     register_datasets_from_cfg(cfg)
     yield cfg
     DatasetCatalog.remove("hooks_data")

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import TINY_MODEL
+from tiny_model import TINY_MODEL, small_synthetic_people
 
 from multitask.config import get_cfg
 from multitask.data import DatasetCatalog, MetadataCatalog, register_datasets_from_cfg
-from multitask.data.synthetic import generate_synthetic_people
 from multitask.engine import Trainer
 from multitask.structures.keypoints import (
     COCO_PERSON_KEYPOINTS,
@@ -31,10 +30,7 @@ FIVE_SIGMAS = [0.026, 0.062, 0.062, 0.089, 0.089]
 
 
 def _five_keypoint_json(tmp_path: Path) -> Path:
-    src = generate_synthetic_people(
-        str(tmp_path / "data"), num_images=6, seed=11, image_size=(128, 160),
-        min_person_height=60.0, min_keypoint_area=0,
-    )
+    src = small_synthetic_people(tmp_path / "data", num_images=6, seed=11)
     data = json.loads(Path(src).read_text())
     cat = data["categories"][0]
     cat["keypoints"] = list(FIVE)
