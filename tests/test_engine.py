@@ -86,6 +86,21 @@ def _train_net(args, timeout=300, **kwargs):
     )
 
 
+def _start_train_net(args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(INSTANT)]
+    return subprocess.Popen(cmd + args, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _metrics(out: Path):
     return [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
 
@@ -224,6 +239,39 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert losses[1].keys() == losses[2].keys() and len(losses[1]) == 6
     for k in losses[1]:
         assert losses[2][k] == pytest.approx(losses[1][k], rel=1e-3, abs=1e-5), k
+
+    # the same as two machines of one process each, started as two launchers on this host
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    out = tmp_path / "machines"
+    procs = [
+        _start_train_net(["--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(rank),
+                          "--dist-url", url, "--dist-timeout", "120"]
+                         + base + ["OUTPUT_DIR", str(out)])
+        for rank in (0, 1)
+    ]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    first = {k: v for k, v in _metrics(out)[0].items() if k.startswith("loss")}
+    assert first.keys() == losses[1].keys()
+    for k in losses[1]:
+        assert first[k] == pytest.approx(losses[1][k], rel=1e-3, abs=1e-5), k
+
+
+def test_a_machine_that_cannot_reach_the_others_fails_clearly(tmp_path):
+    """Machine rank 1 of 2 with nobody at --dist-url: a clear error within the timeout, no hang."""
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    proc = _train_net(
+        ["--num-gpus", "1", "--num-machines", "2", "--machine-rank", "1", "--dist-url", url,
+         "--dist-timeout", "5", "OUTPUT_DIR", str(tmp_path / "out")] + TINY,
+        timeout=180,
+    )
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 150
+    err = proc.stdout + proc.stderr
+    assert f"machine rank 1 (process rank 1 of 2) could not join the process group at {url}" in err
+    assert "--dist-timeout" in err
 
 
 def test_lr_schedule_warmup_steps_and_cosine():

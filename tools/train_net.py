@@ -8,6 +8,7 @@
 Also runs under ``torchrun --nproc_per_node N tools/train_net.py ...``.
 """
 import logging
+from datetime import timedelta
 
 from multitask.engine import (
     MultiTaskCheckpointer,
@@ -51,6 +52,7 @@ def cli(argv=None):
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
+        timeout=timedelta(seconds=args.dist_timeout),
         args=(args,),
     )
 

@@ -45,6 +45,14 @@ def default_argument_parser(description: str = "multitask training and evaluatio
         help="initialization URL for torch.distributed ('auto' = a free local port)",
     )
     parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="how long a process waits for the others to join (and for collective operations) "
+        "before it fails with a message naming the address",
+    )
+    parser.add_argument(
         "opts",
         default=None,
         nargs=argparse.REMAINDER,

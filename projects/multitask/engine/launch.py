@@ -103,13 +103,22 @@ def _distributed_worker(
         torch.cuda.set_device(local_rank)
     global_rank = machine_rank * num_gpus_per_machine + local_rank
     os.environ["LOCAL_RANK"] = str(local_rank)
-    dist.init_process_group(
-        backend=backend,
-        init_method=dist_url,
-        world_size=world_size,
-        rank=global_rank,
-        timeout=timeout,
-    )
+    try:
+        dist.init_process_group(
+            backend=backend,
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
+    except Exception as e:  # noqa: BLE001 -- re-raised with what to check
+        raise RuntimeError(
+            f"machine rank {machine_rank} (process rank {global_rank} of {world_size}) could not "
+            f"join the process group at {dist_url} within {timeout.total_seconds():.0f} s: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Are all "
+            f"--num-machines machines started with the same --dist-url, can this one reach that "
+            f"address, and is the port free? (--dist-timeout sets the wait)"
+        ) from e
     try:
         dist.barrier()
         main_func(*args)
