@@ -8,7 +8,6 @@ from typing import Callable, Dict
 import numpy as np
 import torch
 
-from ...tracking import PoseTracker
 from ..candidates import ModelCache, label, ours_infer_fn
 from ..harness import ratio, run_interleaved, stats_or_error
 from ..inputs import make_people, random_image
@@ -19,6 +18,9 @@ from ..settings import Settings
 def tracker_step_fn(s: Settings, fps: float = 25.0) -> Callable[[], int]:
     """One tracker update per call on ``s.num_people`` people moving 3 px per frame to the right
     (four activity classes, noisy keypoints); returns the number of confirmed tracks."""
+    # imported here: scipy would otherwise load in every memory worker and raise its baseline
+    from ...tracking import PoseTracker
+
     people = make_people(s.size, s.num_people, s.seed)
     boxes = people["boxes"].numpy().astype(np.float64)
     keypoints = people["keypoints"].numpy().astype(np.float64)
