@@ -324,3 +324,41 @@ def test_config_thresholds_and_snap_radius_reach_the_postprocessor():
     strict = build_postprocessors(_cfg(KEYPOINT_THRESHOLD=0.5))["PoseResidualNetwork"]
     assert strict.score_thresh == 0.5
     assert strict.encode(boxes, kps, own_keypoints=kps).sum() == 0
+
+
+def test_train_prn_and_eval_prn_tools(tmp_path):
+    """tools/train_prn.py writes weights that record their layout; tools/eval_prn.py rebuilds the
+    PRN from them and scores it against the baseline and the oracle; bad input is named."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shared_data import COCO_MINI, COCO_MINI_VAL_JSON
+
+    train_json = os.path.join(COCO_MINI, "annotations", "person_keypoints_train2017.json")
+    if not os.path.isfile(train_json):
+        pytest.skip("coco-mini is not present")
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    weights = tmp_path / "prn.pth"
+    run = [sys.executable, str(tools / "train_prn.py"), "--json", train_json, "--epochs", "1",
+           "--heatmap-size", "14", "9", "--hidden", "16", "--variant", "multiposenet",
+           "--output", str(weights)]
+    proc = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    meta = torch.load(weights, weights_only=True)
+    assert meta["variant"] == "multiposenet" and meta["heatmap_size"] == [14, 9]
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, str(tools / "eval_prn.py"), "--json", COCO_MINI_VAL_JSON, "--weights",
+         str(weights), "--output-dir", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["oracle"]["all"]["AP"] == pytest.approx(1.0)
+    assert 0.0 < metrics["prn"]["all"]["AP"] <= 1.0
+    bad = subprocess.run(run[:2] + ["--json", str(tmp_path / "nope.json")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--json: file not found" in bad.stderr

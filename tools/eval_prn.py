@@ -35,7 +35,7 @@ import torch
 from multitask.engine.prn_training import people_from_coco_json, prn_assign_ground_truth
 from multitask.modeling.postprocessing.prn import (
     PoseResidualNetwork,
-    load_prn_weights,
+    load_prn_state,
     read_prn_weights,
 )
 from multitask.modeling.postprocessing.prn_codec import SNAP_RADIUS, enlarge_boxes
@@ -59,21 +59,16 @@ def parse_args(argv=None):
 
 def build_prn(path, device):
     """The PRN a weights file of ``tools/train_prn.py`` describes, with its weights."""
-    _, meta = read_prn_weights(path, key="--weights")
+    sd, meta = read_prn_weights(path, key="--weights")
     if "heatmap_size" not in meta or "hidden_dim" not in meta:
         raise SystemExit(
             f"--weights: '{path}' is not a PRN weights file of tools/train_prn.py "
             "(needs heatmap_size / hidden_dim next to the state_dict)"
         )
-    net = PoseResidualNetwork(
-        heatmap_size=meta["heatmap_size"],
-        hidden_dim=int(meta["hidden_dim"]),
-        margin=float(meta.get("margin", 0.1)),
-        sigma=float(meta.get("sigma", 1.0)),
-        num_keypoints=int(meta.get("num_keypoints", 17)),
-        variant=str(meta.get("variant", "residual_mlp")),
-    )
-    load_prn_weights(net, path, key="--weights")
+    # what the file does not record takes the default config's value
+    recorded = ("heatmap_size", "hidden_dim", "margin", "sigma", "num_keypoints", "variant")
+    net = PoseResidualNetwork(**{k: meta[k] for k in recorded if k in meta})
+    load_prn_state(net, sd, meta, path, key="--weights")
     return net.to(device).eval()
 
 

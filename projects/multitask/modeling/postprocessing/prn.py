@@ -65,6 +65,7 @@ __all__ = [
     "PoseResidualNetworkPostprocessor",
     "read_prn_weights",
     "load_prn_weights",
+    "load_prn_state",
     "PRN_VARIANTS",
 ]
 
@@ -151,9 +152,15 @@ def load_prn_weights(module: nn.Module, path: str, key: str = "MODEL.PRN.WEIGHTS
     missing/unexpected keys and shape mismatches when the tensors do not fit.
     """
     sd, meta = read_prn_weights(path, key)
+    return load_prn_state(module, sd, meta, path, key)
+
+
+def load_prn_state(module: nn.Module, sd: Dict, meta: Dict, path: str,
+                   key: str = "MODEL.PRN.WEIGHTS") -> Dict:
+    """:func:`load_prn_weights` for a file already read with :func:`read_prn_weights`."""
     meta = {"variant": "residual_mlp", **meta}  # files from before MODEL.PRN.VARIANT
     for field, cfg_key, attr in _WEIGHTS_LAYOUT:
-        if field not in meta or not hasattr(module, attr):
+        if field not in meta:
             continue
         theirs, ours = meta[field], getattr(module, attr)
         if isinstance(ours, tuple):
