@@ -12,7 +12,7 @@ the main process writes the fitted weights to ``OUTPUT_DIR`` (``prn.pth``,
 import logging
 import os
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..utils import comm
 from .keypoint_checks import train_keypoint_set
@@ -41,12 +41,18 @@ def _train_dicts(cfg):
 
 
 def fit_postprocessors(cfg, model) -> Dict[str, Dict]:
-    """Run the fits the config asks for on ``model`` (unwrapped); returns their statistics."""
+    """Run the fits the config asks for on ``model`` (unwrapped); returns their statistics.
+
+    ``DATASETS.TRAIN`` is read once for both; the activity classifier (seconds, and the one whose
+    settings can be refused) is fitted first, so a refusal comes before the PRN's minutes."""
     stats = {}
-    if cfg.MODEL.PRN.FIT_ON_TRAIN_GT:
-        stats["PoseResidualNetwork"] = fit_prn_on_train_gt(cfg, model)
+    if not (cfg.MODEL.PRN.FIT_ON_TRAIN_GT or cfg.MODEL.ACTIVITY.FIT_ON_TRAIN_GT):
+        return stats
+    dicts = _train_dicts(cfg)
     if cfg.MODEL.ACTIVITY.FIT_ON_TRAIN_GT:
-        stats["ActivityClassifier"] = fit_activity_on_train_gt(cfg, model)
+        stats["ActivityClassifier"] = fit_activity_on_train_gt(cfg, model, dicts)
+    if cfg.MODEL.PRN.FIT_ON_TRAIN_GT:
+        stats["PoseResidualNetwork"] = fit_prn_on_train_gt(cfg, model, dicts)
     return stats
 
 
@@ -70,9 +76,9 @@ def _no_activity_labels_message(cfg, classes: Sequence[str], found: int) -> str:
     )
 
 
-def fit_activity_on_train_gt(cfg, model) -> Dict:
+def fit_activity_on_train_gt(cfg, model, dicts: Optional[List[dict]] = None) -> Dict:
     """``MODEL.ACTIVITY.FIT_ON_TRAIN_GT``: fit ``model``'s ActivityClassifier post-processor on the
-    ground-truth poses of ``cfg.DATASETS.TRAIN`` and save it to
+    ground-truth poses of ``cfg.DATASETS.TRAIN`` (``dicts``, read when not given) and save it to
     ``OUTPUT_DIR/activity_classifier.pth`` (main process). Returns the fit's statistics."""
     from ..modeling.postprocessing.activity import save_activity_weights
     from .activity_training import activity_poses_from_dicts, fit_activity_classifier
@@ -89,7 +95,9 @@ def fit_activity_on_train_gt(cfg, model) -> Dict:
             f"MODEL.ACTIVITY.FIT_EPOCHS must be >= 1, got {cfg.MODEL.ACTIVITY.FIT_EPOCHS}"
         )
     start = time.perf_counter()
-    kps, boxes, labels = activity_poses_from_dicts(_train_dicts(cfg), classifier.classes,
+    if dicts is None:
+        dicts = _train_dicts(cfg)
+    kps, boxes, labels = activity_poses_from_dicts(dicts, classifier.classes,
                                                    classifier.num_keypoints)
     if len(labels) < 2:
         raise ValueError("MODEL.ACTIVITY.FIT_ON_TRAIN_GT: "
@@ -122,9 +130,10 @@ def fit_activity_on_train_gt(cfg, model) -> Dict:
     return stats
 
 
-def fit_prn_on_train_gt(cfg, model) -> Optional[Dict]:
+def fit_prn_on_train_gt(cfg, model, dicts: Optional[List[dict]] = None) -> Optional[Dict]:
     """``MODEL.PRN.FIT_ON_TRAIN_GT``: fit ``model``'s PoseResidualNetwork on the ground-truth
-    keypoints of ``cfg.DATASETS.TRAIN`` (``multitask.engine.prn_training``) and save it to
+    keypoints of ``cfg.DATASETS.TRAIN`` (``dicts``, read when not given;
+    ``multitask.engine.prn_training``) and save it to
     ``OUTPUT_DIR/prn.pth`` (main process). ``MODEL.PRN.WEIGHTS``, when given, wins: the fit is
     skipped (None returned)."""
     from .prn_training import PRNFitSettings, fit_prn, people_from_dataset_dicts
@@ -139,7 +148,9 @@ def fit_prn_on_train_gt(cfg, model) -> Optional[Dict]:
         lr=cfg.MODEL.PRN.FIT_LR,
         batch_size=cfg.MODEL.PRN.FIT_BATCH_SIZE,
     )
-    images = people_from_dataset_dicts(_train_dicts(cfg), prn.num_keypoints)
+    if dicts is None:
+        dicts = _train_dicts(cfg)
+    images = people_from_dataset_dicts(dicts, prn.num_keypoints)
     if not any(im["targets"].any() for im in images):
         raise ValueError(
             f"MODEL.PRN.FIT_ON_TRAIN_GT: DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} has no person "
