@@ -26,7 +26,9 @@ The default hooks (:meth:`Trainer.build_hooks`): :class:`PostprocessorFit`,
 import logging
 from typing import Callable, Dict, List, Optional, Union
 
+from ..evaluation.testing import verify_results
 from ..utils import comm
+from .postprocessor_fit import check_postprocessor_weights, fit_postprocessors
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,6 @@ class PostprocessorFit(HookBase):
     then refuse a listed post-processor that has no weights. Statistics in ``trainer.fit_stats``."""
 
     def before_train(self) -> None:
-        from .postprocessor_fit import check_postprocessor_weights, fit_postprocessors
-
         trainer = self.trainer
         model = trainer.unwrapped_model
         if trainer.start_iter == 0:
@@ -148,7 +148,5 @@ class EvalHook(HookBase):
         self._evaluate(t.max_iter - 1)
         expected = t.cfg.TEST.EXPECTED_RESULTS
         if comm.is_main_process() and expected:
-            from ..evaluation import verify_results
-
             if not verify_results(t.cfg, t.results):
                 raise RuntimeError("Evaluation results are below TEST.EXPECTED_RESULTS")
