@@ -10,6 +10,9 @@
     # track IDs, smoothed skeletons and activities, and vis/clip.jsonl (one record per frame)
     python tools/demo.py --config-file cfg.yaml --video clip.mp4 --output vis/ \\
         MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu
+    # an exported model (tools/export_model.py) run by onnxruntime
+    python tools/demo.py --config-file output/export/config.yaml --backend onnxruntime \\
+        --input img.jpg --output vis/
 
 Config overrides (``KEY VALUE`` pairs, as for ``tools/train_net.py``) go at the end, or after
 ``--opts`` (detectron2's demo spelling); the first ``KEY.SUBKEY`` token ends the ``--input`` list.
@@ -47,11 +50,9 @@ Unreadable images (missing, empty, corrupt, not an image) are logged one line ea
 The exit status is 0 when at least one input was processed, 1 when none could be.
 """
 import argparse
-import glob
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -64,11 +65,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from multitask.data import ImageReadError, read_image
 from multitask.engine import DefaultPredictor
-from multitask.engine.defaults import seed_all, setup_cfg
+from multitask.engine.defaults import seed_all, setup_cfg, split_trailing_overrides
+from multitask.engine.predictor import PREDICTOR_BACKENDS
 from multitask.engine.video import VideoInputError, VideoRunner, VideoSource
 from multitask.engine.video_output import TrackedVideoWriter
 from multitask.evaluation import instances_to_coco_json
 from multitask.structures import activity_name
+from multitask.utils.file_io import expand_inputs
 from multitask.utils.logger import setup_logger
 from multitask.utils.visualizer import KEYPOINT_THRESHOLD, draw_instance_predictions
 
@@ -76,11 +79,9 @@ logger = logging.getLogger("multitask.demo")
 
 # extensions written as they are; anything else is written as .png
 _WRITABLE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# a config key (MODEL.WEIGHTS, SEED): starts the trailing overrides
-_CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 _VALUE_OPTIONS = (
     "--config-file", "--output", "--video-input", "--video", "--confidence-threshold",
-    "--keypoint-threshold", "--fps",
+    "--keypoint-threshold", "--fps", "--backend",
 )
 
 
@@ -122,6 +123,11 @@ def get_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="also write COCO-results json (see the docs above)"
     )
     parser.add_argument(
+        "--backend", choices=PREDICTOR_BACKENDS, default="pytorch",
+        help="run the PyTorch model (default) or a graph written by tools/export_model.py "
+        "(give its config.yaml as --config-file; MODEL.WEIGHTS there names the graph)",
+    )
+    parser.add_argument(
         "--fps", type=float, default=None,
         help="frame rate of the video (default: the video's own; needed for a folder of frames)",
     )
@@ -137,17 +143,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv``; the first token shaped like a config key (``MODEL.WEIGHTS``) that is not an
     existing path starts the overrides, so they can trail a ``--input`` list."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    split = len(argv)
-    for i, tok in enumerate(argv):
-        if tok == "--opts":
-            break
-        after_value_option = i > 0 and argv[i - 1] in _VALUE_OPTIONS
-        if _CFG_KEY.match(tok) and not after_value_option and not os.path.exists(tok):
-            split = i
-            break
+    own, overrides = split_trailing_overrides(argv, _VALUE_OPTIONS)
     parser = get_parser()
-    args = parser.parse_args(argv[:split])
-    args.opts = list(args.opts or []) + argv[split:]
+    args = parser.parse_args(own)
+    args.opts = list(args.opts or []) + overrides
     if args.json and not args.output:
         parser.error("--json needs --output (the folder or file the results go to)")
     if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
@@ -163,32 +162,8 @@ def build_cfg(args):
 
 
 # ------------------------------------------------------------------------------------------------
-# inputs and output names
+# inputs and output names (expand_inputs: multitask.utils.file_io)
 # ------------------------------------------------------------------------------------------------
-def expand_inputs(patterns: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """-> (sorted unique files, patterns that matched nothing). A folder gives its (non-hidden)
-    files, a glob its matching files (``**`` recursive); other paths are kept as given (a
-    missing one is reported when it is read)."""
-    files, unmatched = [], []
-    for p in patterns:
-        if os.path.isdir(p):
-            found = [
-                os.path.join(p, f) for f in os.listdir(p)
-                if not f.startswith(".") and os.path.isfile(os.path.join(p, f))
-            ]
-        elif glob.has_magic(p):
-            found = [f for f in glob.glob(p, recursive=True) if os.path.isfile(f)]
-        else:
-            found = [p]
-        if not found:
-            unmatched.append(p)
-        files.extend(found)
-    unique = {}
-    for f in files:
-        unique.setdefault(os.path.normpath(os.path.abspath(f)), os.path.normpath(f))
-    return sorted(unique.values()), unmatched
-
-
 def _is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in _WRITABLE_EXTS
 
@@ -246,7 +221,7 @@ class Demo:
     def __init__(self, cfg, args):
         self.cfg = cfg
         self.args = args
-        self.predictor = DefaultPredictor(cfg)
+        self.predictor = DefaultPredictor(cfg, backend=args.backend)
         self.activity_classes = list(cfg.MODEL.ACTIVITY.CLASSES)
         self.keypoint_coord_offset = cfg.TEST.KEYPOINT_COORD_OFFSET
 

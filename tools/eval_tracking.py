@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 from collections import Counter, defaultdict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -53,7 +52,7 @@ from multitask.data.synthetic.video import (
     VIDEO_FILENAME,
     read_mot_gt,
 )
-from multitask.engine.defaults import setup_cfg
+from multitask.engine.defaults import setup_cfg, split_trailing_overrides
 from multitask.engine.video import VideoRunner
 from multitask.engine.video_output import TrackedVideoWriter, read_records
 from multitask.tracking import box_iou
@@ -64,7 +63,6 @@ logger = logging.getLogger("multitask.eval_tracking")
 
 #: A prediction and a ground-truth box match when their IoU is at least this
 IOU_THRESHOLD = 0.5
-_CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 _MOT_METRICS = {
     "mota": "MOTA", "idf1": "IDF1", "num_switches": "ID_switches", "motp": "MOTP_IoU",
     "idp": "IDP", "idr": "IDR", "precision": "precision", "recall": "recall",
@@ -392,16 +390,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv``; the first token shaped like a config key that is not an existing path
     starts the config overrides."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    split = len(argv)
-    for i, tok in enumerate(argv):
-        if tok == "--opts":
-            break
-        if _CFG_KEY.match(tok) and not os.path.exists(tok) and (i == 0 or argv[i - 1] not in (
-                "--output-dir", "--config-file", "--keypoint-threshold")):
-            split = i
-            break
-    args = get_parser().parse_args(argv[:split])
-    args.opts = list(args.opts or []) + argv[split:]
+    own, overrides = split_trailing_overrides(
+        argv, ("--output-dir", "--config-file", "--keypoint-threshold"))
+    args = get_parser().parse_args(own)
+    args.opts = list(args.opts or []) + overrides
     return args
 
 

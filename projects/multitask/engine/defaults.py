@@ -4,7 +4,9 @@ import argparse
 import logging
 import os
 import random
+import re
 import sys
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -59,6 +61,29 @@ def default_argument_parser(description: str = "multitask training and evaluatio
         help="config overrides as KEY VALUE pairs, e.g. SOLVER.MAX_ITER 100",
     )
     return parser
+
+
+# a config key (MODEL.WEIGHTS, SEED)
+_CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+def split_trailing_overrides(argv: Sequence[str],
+                             value_options: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+    """Split a command line before its trailing ``KEY VALUE`` config overrides.
+
+    The first token shaped like a config key (``MODEL.WEIGHTS``) that is not an existing path
+    and not the value of one of ``value_options`` starts the overrides, so they may follow an
+    option that takes several values (``--input a.jpg b.jpg MODEL.WEIGHTS m.pth``). A ``--opts``
+    token ends the search (argparse takes what follows it). Returns ``(options, overrides)``.
+    """
+    argv = list(argv)
+    for i, tok in enumerate(argv):
+        if tok == "--opts":
+            break
+        after_value_option = i > 0 and argv[i - 1] in value_options
+        if _CFG_KEY.match(tok) and not after_value_option and not os.path.exists(tok):
+            return argv[:i], argv[i:]
+    return argv, []
 
 
 def setup_cfg(args, freeze: bool = True):

@@ -11,6 +11,10 @@ As detectron2's ``DefaultPredictor``: the input array is **BGR** (what ``cv2.imr
 ``multitask.data.read_image`` return) whatever ``cfg.INPUT.FORMAT`` is; when the model was trained
 on RGB (``cfg.INPUT.FORMAT == "RGB"``) the channels are swapped before the model sees them. Pass
 ``input_format="RGB"`` to the constructor to hand it RGB arrays (e.g. from PIL) instead.
+
+``backend="onnxruntime"`` (or ``"torchscript"``) runs a graph written by ``tools/export_model.py``
+instead of the PyTorch model: ``cfg`` is then the ``config.yaml`` written with it, whose
+``MODEL.WEIGHTS`` names the graph (:class:`multitask.export.ExportedModel`).
 """
 
 import logging
@@ -21,10 +25,13 @@ import numpy as np
 import torch
 
 from ..data.mapper import build_augmentation
+from ..export import BACKENDS, ExportedModel
 from ..modeling import build_model
 from .checkpoint import MultiTaskCheckpointer
 
-__all__ = ["DefaultPredictor"]
+__all__ = ["DefaultPredictor", "PREDICTOR_BACKENDS"]
+
+PREDICTOR_BACKENDS = ("pytorch",) + BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -41,37 +48,53 @@ class DefaultPredictor:
     post-processors' fields, on the model's device (``cfg.MODEL.DEVICE``; CPU when CUDA is asked
     for but absent).
 
+    Args:
+        cfg: the config.
+        input_format: colour order of the arrays given to ``__call__``.
+        backend: ``"pytorch"`` (default), ``"onnxruntime"`` or ``"torchscript"`` (an exported
+            graph named by ``cfg.MODEL.WEIGHTS``).
+
     Attributes:
         cfg: a frozen copy of the config.
-        model: the ``nn.Module`` (eval mode).
+        model: the ``nn.Module`` (eval mode): the model, or an ``ExportedModel``.
         aug: the resize augmentation.
         input_format: channel order of the arrays given to ``__call__`` ("BGR" or "RGB").
     """
 
-    def __init__(self, cfg, input_format: str = "BGR"):
+    def __init__(self, cfg, input_format: str = "BGR", backend: str = "pytorch"):
+        if backend not in PREDICTOR_BACKENDS:
+            raise ValueError(f"backend must be one of {PREDICTOR_BACKENDS}, got {backend!r}")
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
         if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
             raise ValueError(f"cfg.INPUT.FORMAT must be 'BGR' or 'RGB', got {cfg.INPUT.FORMAT!r}")
         self.cfg = cfg.clone()
         self.cfg.freeze()
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        if self.cfg.MODEL.WEIGHTS:
-            MultiTaskCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+        self.backend = backend
+        if backend != "pytorch":
+            self.model = ExportedModel(self.cfg, backend=backend)
         else:
-            logger.warning(
-                "MODEL.WEIGHTS is empty: the predictor uses a randomly initialised model"
-            )
+            self.model = self._build_pytorch_model()
         augs = build_augmentation(self.cfg, is_train=False)
         assert len(augs) == 1, augs
         self.aug = augs[0]
         self.input_format = input_format
         self.model_format = self.cfg.INPUT.FORMAT
 
+    def _build_pytorch_model(self):
+        model = build_model(self.cfg)
+        model.eval()
+        if self.cfg.MODEL.WEIGHTS:
+            MultiTaskCheckpointer(model).load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+        else:
+            logger.warning(
+                "MODEL.WEIGHTS is empty: the predictor uses a randomly initialised model"
+            )
+        return model
+
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.device
 
     # ------------------------------------------------------------------------------------------
     def _check_image(self, image: np.ndarray) -> np.ndarray:

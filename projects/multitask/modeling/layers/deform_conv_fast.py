@@ -43,7 +43,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d as _tv_deform_conv2d
 
-from .row_gather import env_switch, gather_rows, scatter_rows
+from .row_gather import capturing_graph, env_switch, gather_rows, scatter_rows
 
 __all__ = ["deform_conv2d_fast", "deform_conv2d_auto", "set_fast_cpu_deform_conv",
            "fast_cpu_deform_conv_enabled"]
@@ -443,8 +443,9 @@ def deform_conv2d_auto(
     mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``deform_conv2d_fast`` for CPU tensors when enabled, ``torchvision.ops.deform_conv2d``
-    otherwise (CUDA keeps torchvision's kernel). Same arguments and shapes as both."""
-    if input.device.type == "cpu" and _fast_enabled:
+    otherwise (CUDA keeps torchvision's kernel, and so does a graph traced for export). Same
+    arguments and shapes as both."""
+    if input.device.type == "cpu" and _fast_enabled and not capturing_graph():
         return deform_conv2d_fast(input, offset, weight, bias, stride, padding, dilation, mask)
     return _tv_deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding,
                              dilation=dilation, mask=mask)

@@ -29,7 +29,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_align as _tv_roi_align
 
-from .row_gather import env_switch, gather_rows, scatter_rows
+from .row_gather import capturing_graph, env_switch, gather_rows, scatter_rows
 
 __all__ = ["roi_align_fast", "roi_align_auto", "set_fast_cpu_roi_align",
            "fast_cpu_roi_align_enabled"]
@@ -191,8 +191,9 @@ def roi_align_auto(
     aligned: bool = False,
 ) -> torch.Tensor:
     """:func:`roi_align_fast` for float32 / float64 CPU tensors with ``sampling_ratio > 0`` when
-    enabled, ``torchvision.ops.roi_align`` otherwise. Same arguments as both."""
+    enabled, ``torchvision.ops.roi_align`` otherwise (also while a graph is traced for export).
+    Same arguments as both."""
     if (_fast_enabled and input.device.type == "cpu" and sampling_ratio > 0
-            and input.dtype in (torch.float32, torch.float64)):
+            and input.dtype in (torch.float32, torch.float64) and not capturing_graph()):
         return roi_align_fast(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     return _tv_roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)

@@ -6,7 +6,9 @@ Bilinear sampling of a feature map is a weighted sum of a few rows of a channels
 kernel). The gradient with respect to the table is the transposed operation, a scatter-add;
 :func:`scatter_rows` turns it into a gather too, by sorting the samples by destination row, so
 no serial ``index_add_`` is needed. Used by :mod:`.deform_conv_fast` and :mod:`.roi_align_fast`,
-which also share :func:`env_switch` for their on/off environment variables.
+which also share :func:`env_switch` for their on/off environment variables and
+:func:`capturing_graph`, which sends them back to torchvision's kernels while a graph is traced
+for export (their custom autograd functions have no ONNX or TorchScript form).
 """
 
 from typing import Mapping
@@ -14,13 +16,19 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gather_rows", "scatter_rows", "env_switch"]
+__all__ = ["gather_rows", "scatter_rows", "env_switch", "capturing_graph"]
 
 
 def env_switch(environ: Mapping[str, str], name: str) -> bool:
     """``environ[name]`` = 0 / false / off / no turns a fast path off; unset or anything else
     leaves it on."""
     return environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def capturing_graph() -> bool:
+    """True while ``torch.jit.trace`` or ``torch.onnx.export`` records the model: the fast CPU
+    paths step aside for torchvision's operators, which have ONNX and TorchScript forms."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def gather_rows(table: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from ..layers.row_gather import capturing_graph
+
 
 # ---------------------------------------------------------------------------------------------
 # Encoding
@@ -102,8 +104,10 @@ def refine_heatmaps(heatmaps: torch.Tensor, offsets: torch.Tensor) -> torch.Tens
         interpolation; positions outside the map read as 0 (``g(a, b) = max(0, 1 - |a - b|)``).
     """
     r, k, h, w = heatmaps.shape
-    if r == 0:
+    if r == 0 and not capturing_graph():  # a traced graph keeps the general path
         return heatmaps
+    # fixed by the head: constants in a traced graph, whose reshapes then work for R = 0
+    k, h, w = int(k), int(h), int(w)
     off = offsets.reshape(r * k, 2, h, w)
     ys = torch.arange(h, dtype=heatmaps.dtype, device=heatmaps.device).view(1, h, 1)
     xs = torch.arange(w, dtype=heatmaps.dtype, device=heatmaps.device).view(1, 1, w)
@@ -196,8 +200,9 @@ def heatmaps_to_keypoints(
     if score not in KEYPOINT_SCORES:
         raise ValueError(f"keypoint score must be one of {KEYPOINT_SCORES}, got '{score}'")
     r, k, h, w = heatmaps.shape
-    if r == 0:
+    if r == 0 and not capturing_graph():  # a traced graph keeps the general path
         return heatmaps.new_zeros((0, k, 3))
+    k, h, w = int(k), int(h), int(w)  # as in refine_heatmaps
     flat = heatmaps.reshape(r, k, h * w)
     peak, idx = flat.max(dim=2)
     iy = torch.div(idx, w, rounding_mode="floor")

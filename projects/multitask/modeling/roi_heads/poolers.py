@@ -21,9 +21,15 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+from torchvision.ops.poolers import (
+    _convert_to_roi_format,
+    _filter_input,
+    _onnx_merge_levels,
+    _setup_scales,
+)
 
 from ..layers.roi_align_fast import roi_align_auto
+from ..layers.row_gather import capturing_graph
 
 __all__ = ["POOLER_TYPES", "FPNRoIAlign", "build_pooler"]
 
@@ -59,6 +65,7 @@ class FPNRoIAlign(MultiScaleRoIAlign):
         rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(self.output_size))
+        per_level = []
         for level, (feat, scale) in enumerate(zip(feats, self.scales)):
             idx = torch.where(levels == level)[0]
             pooled = roi_align_auto(
@@ -69,8 +76,13 @@ class FPNRoIAlign(MultiScaleRoIAlign):
                 sampling_ratio=self.sampling_ratio,
                 aligned=self.aligned,
             )
+            if capturing_graph():  # index assignment would be traced with fixed counts
+                per_level.append(pooled.to(out.dtype))
+                continue
             # under autocast the levels may come back in different dtypes (as in torchvision)
             out[idx] = pooled.to(out.dtype)
+        if per_level:  # torchvision's trace-friendly merge (a scatter per level)
+            return _onnx_merge_levels(levels, per_level)
         return out
 
     def __repr__(self) -> str:

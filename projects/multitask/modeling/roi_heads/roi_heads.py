@@ -213,7 +213,8 @@ class MultiTaskROIHeads(RoIHeads):
             keypoints = decode_keypoints(
                 heatmaps, torch.cat(boxes), self.keypoint_decoder, self.keypoint_score
             )
-            for r, kp in zip(results, keypoints.split([len(b) for b in boxes])):
+            # shape[0], not len(): a traced graph keeps the number of boxes dynamic
+            for r, kp in zip(results, keypoints.split([b.shape[0] for b in boxes])):
                 r["keypoints"] = kp
         return results
 
