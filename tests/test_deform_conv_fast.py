@@ -45,11 +45,14 @@ def _assert_rel_close(actual, expected, rtol=1e-4, what=""):
     assert err <= rtol * max(scale, 1e-6), f"{what}: max err {err:.3e}, max |ref| {scale:.3e}"
 
 
-def _check_against_torchvision(tensors, kwargs, rtol=1e-4):
+def _check_against_torchvision(tensors, kwargs, rtol=1e-4, channels_last=False):
     names = [k for k, v in tensors.items() if v is not None]
     results = []
     for fn in (deform_conv2d, deform_conv2d_fast):
         leaves = {k: v.clone().requires_grad_(True) for k, v in tensors.items() if v is not None}
+        if channels_last and fn is deform_conv2d_fast:
+            leaves["input"] = leaves["input"].detach().contiguous(
+                memory_format=torch.channels_last).requires_grad_(True)
         out = fn(leaves["input"], leaves["offset"], leaves["weight"], leaves.get("bias"),
                  mask=leaves.get("mask"), **kwargs)
         grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
@@ -58,7 +61,10 @@ def _check_against_torchvision(tensors, kwargs, rtol=1e-4):
         results.append((out, grads))
     (ref, ref_grads), (out, grads) = results
     _assert_rel_close(out, ref, rtol, "output")
-    assert out.is_contiguous()
+    # a channels-last input gives a channels-last output (one weight group), else contiguous
+    cl_out = channels_last and tensors["weight"].shape[1] == tensors["input"].shape[1]
+    assert out.is_contiguous(memory_format=torch.channels_last if cl_out else
+                             torch.contiguous_format)
     for name, g, rg in zip(names, grads, ref_grads):
         _assert_rel_close(g, rg, rtol, f"grad {name}")
 
@@ -118,6 +124,22 @@ def test_integer_offsets_on_image_border():
     tensors["offset"][0, 0, 0, 0] = -1.0  # y of tap (0, 0) at pixel (0, 0): -2 -> outside
     tensors["offset"][0, 1, 0, 1] = 0.0
     _check_against_torchvision(tensors, kwargs)
+
+
+@pytest.mark.parametrize("case", ["basic", "no_bias", "offset_groups3", "weight_groups2",
+                                  "stride2_pad0", "batch1_large_offsets"])
+def test_channels_last_input(case):
+    """Channels-last inputs (the model's CPU inference layout): the same values and gradients;
+    the output is channels-last too, written by the GEMM as (pixels, channels) rows."""
+    tensors, kwargs = _make_case(**CASES[case])
+    _check_against_torchvision(tensors, kwargs, channels_last=True)
+
+
+def test_channels_last_chunked(monkeypatch):
+    monkeypatch.setattr(dcf, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(dcf, "_MIN_CHUNK_PIXELS", 1)
+    tensors, kwargs = _make_case(n=2, h=6, w=5)
+    _check_against_torchvision(tensors, kwargs, channels_last=True)
 
 
 @pytest.mark.parametrize("groups", [dict(), dict(offset_groups=2, weight_groups=3, o=6)])

@@ -93,10 +93,25 @@ class MultiTaskRCNN(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(-1, 1, 1), persistent=False
         )
+        self.channels_last_inference = bool(cfg.TEST.CHANNELS_LAST)
+        self._channels_last = False
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train``; with ``TEST.CHANNELS_LAST`` on a CPU model, eval mode also puts
+        the backbone's and ROI heads' weights in channels-last memory format and training mode
+        back in NCHW (the values do not change, so neither does ``state_dict()``)."""
+        super().train(mode)
+        want = (not mode) and self.channels_last_inference and self.device.type == "cpu"
+        if want != self._channels_last:
+            fmt = torch.channels_last if want else torch.contiguous_format
+            self.backbone.to(memory_format=fmt)
+            self.roi_heads.to(memory_format=fmt)
+            self._channels_last = want
+        return self
 
     # -------------------------------------------------------------------------------------
     def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
@@ -105,7 +120,10 @@ class MultiTaskRCNN(nn.Module):
             (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
             for x in batched_inputs
         ]
-        return images_to_imagelist(images, self.backbone.size_divisibility)
+        batch = images_to_imagelist(images, self.backbone.size_divisibility)
+        if self._channels_last and not self.training:
+            batch.tensors = batch.tensors.contiguous(memory_format=torch.channels_last)
+        return batch
 
     def forward(self, batched_inputs: List[dict]):
         if not self.training:

@@ -123,6 +123,11 @@ class ResNet(nn.Module):
                 for blk in stage:
                     blk.conv2 = _to_deformable(blk.conv2, deform_modulated, deform_num_groups)
         self.freeze(freeze_at)
+        # inference folds FrozenBatchNorm2d into the convs (see _forward_folded); False runs
+        # torchvision's block forwards as they are. Not in training: it did not make a step
+        # faster, and single-threaded oneDNN gave some folded weight gradients 0.5 % off the
+        # float64 ones (1e-6 unfolded)
+        self.fold_frozen_bn = True
 
     def stages(self) -> List[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
@@ -151,6 +156,8 @@ class ResNet(nn.Module):
                         setattr(sub, name, _frozen_batchnorm(child))
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        if self.fold_frozen_bn and not self.training:
+            return self._forward_folded(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         out = OrderedDict()
         for name, stage in zip(_STAGE_NAMES, self.stages()):
@@ -160,6 +167,49 @@ class ResNet(nn.Module):
             if name == self.out_features[-1]:
                 break
         return out
+
+    def _forward_folded(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """:meth:`forward` at inference with every FrozenBatchNorm2d folded into the conv before
+        it: the same values to float rounding, one pass over each activation fewer (the norms
+        took ~250 ms of the R-50 trunk's ~1.8 s at 800x1216 on 2 CPU cores). The folded weights
+        are computed from the parameters in every call, so nothing can go stale. torchvision's
+        block forwards are written out here because they call conv and norm separately."""
+        x = self.maxpool(self.relu(_conv_norm(self.conv1, self.bn1, x)))
+        out = OrderedDict()
+        for name, stage in zip(_STAGE_NAMES, self.stages()):
+            for blk in stage:
+                x = _block_folded(blk, x)
+            if name in self.out_features:
+                out[name] = x
+            if name == self.out_features[-1]:
+                break
+        return out
+
+
+def _conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``, computed as one convolution when ``norm`` is a FrozenBatchNorm2d."""
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return norm(conv(x))
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    if isinstance(conv, ModulatedDeformConv2d):
+        return conv.forward_with_weight(x, weight, bias)
+    return conv._conv_forward(x, weight, bias)
+
+
+def _block_folded(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``Bottleneck`` / ``BasicBlock`` forward with :func:`_conv_norm`."""
+    identity = x
+    out = blk.relu(_conv_norm(blk.conv1, blk.bn1, x))
+    out = _conv_norm(blk.conv2, blk.bn2, out)
+    if isinstance(blk, tv_resnet.Bottleneck):
+        out = _conv_norm(blk.conv3, blk.bn3, blk.relu(out))
+    if blk.downsample is not None:
+        ds = blk.downsample
+        identity = _conv_norm(ds[0], ds[1], x) if len(ds) == 2 else ds(x)
+    return blk.relu(out + identity)
 
 
 def _frozen_batchnorm(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:

@@ -6,7 +6,7 @@ kernel is used when available (see ``deform_conv_fast.py``).
 """
 
 import math
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -108,12 +108,18 @@ class ModulatedDeformConv2d(nn.Module):
         return offset, mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_weight(x, self.weight, self.bias)
+
+    def forward_with_weight(self, x: torch.Tensor, weight: torch.Tensor,
+                            bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The forward pass with another main ``weight`` / ``bias`` (e.g. a norm folded in);
+        the offsets and mask still come from ``conv_offset``."""
         offset, mask = self.offset_and_mask(x)
         return _deform_conv2d(
             x,
             offset,
-            self.weight,
-            self.bias,
+            weight,
+            bias,
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,

@@ -43,7 +43,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d as _tv_deform_conv2d
 
-from .row_gather import capturing_graph, env_switch, gather_rows, scatter_rows
+from .row_gather import capturing_graph, env_switch, gather_rows, is_channels_last, scatter_rows
 
 __all__ = ["deform_conv2d_fast", "deform_conv2d_auto", "set_fast_cpu_deform_conv",
            "fast_cpu_deform_conv_enabled"]
@@ -269,9 +269,34 @@ class _Geometry:
         return torch.matmul(go.view(self.Gw, self.O // self.Gw, -1), c)
 
 
+def _forward_channels_last(g: _Geometry, table, offset, mask, weight, bias) -> torch.Tensor:
+    """:func:`_forward` for a channels-last input: each chunk's GEMM gives (pixels, O), rows of
+    a channels-last output, so the output is channels-last at no cost (one weight group)."""
+    out = torch.empty((g.N, g.O, g.Ho, g.Wo), dtype=table.dtype, device=table.device,
+                      memory_format=torch.channels_last)
+    rows = out.permute(0, 2, 3, 1).view(g.N, g.P, g.O)  # the output's own memory
+    wmat = g.weight_matrix(weight)[0]  # (O, L)
+    bags_per_row = g.Wo * g.Gp * g.K
+    for n in range(g.N):
+        tab = table[n].view(-1, g.Cs)
+        idx, wts, _ = g.sampling(offset[n], None if mask is None else mask[n], 0)
+        for r0, r1 in g.chunks:
+            bags = slice(r0 * bags_per_row, r1 * bags_per_row)
+            res = _mm_nt(g.gather(tab, idx[bags], wts[bags]), wmat)  # ((r1 - r0) * Wo, O)
+            dst = rows[n, r0 * g.Wo:r1 * g.Wo]
+            if bias is None:
+                dst.copy_(res)
+            else:
+                torch.add(res, bias, out=dst)
+    return out
+
+
 def _forward(g: _Geometry, input, offset, mask, weight, bias) -> torch.Tensor:
-    """Deformable convolution without autograd -> (N, O, Ho, Wo) contiguous."""
+    """Deformable convolution without autograd -> (N, O, Ho, Wo), contiguous, or channels-last
+    when the input is channels-last (and not also contiguous)."""
     table = g.table(input)
+    if g.Gw == 1 and is_channels_last(input):
+        return _forward_channels_last(g, table, offset, mask, weight, bias)
     wm = g.weight_matrix(weight)
     single = g.N == 1 and len(g.chunks) == 1
     out = None if single else input.new_empty(g.N, g.O, g.P)

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gather_rows", "scatter_rows", "env_switch", "capturing_graph"]
+__all__ = ["gather_rows", "scatter_rows", "env_switch", "capturing_graph", "is_channels_last"]
 
 
 def env_switch(environ: Mapping[str, str], name: str) -> bool:
@@ -29,6 +29,13 @@ def capturing_graph() -> bool:
     """True while ``torch.jit.trace`` or ``torch.onnx.export`` records the model: the fast CPU
     paths step aside for torchvision's operators, which have ONNX and TorchScript forms."""
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """A 4-D tensor in channels-last memory format and not also contiguous (a 1x1 map or a
+    single channel is both): the fast samplers then read and write channels-last."""
+    return (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+            and not t.is_contiguous())
 
 
 def gather_rows(table: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torchvision.ops.poolers import (
 )
 
 from ..layers.roi_align_fast import roi_align_auto
-from ..layers.row_gather import capturing_graph
+from ..layers.row_gather import capturing_graph, is_channels_last
 
 __all__ = ["POOLER_TYPES", "FPNRoIAlign", "build_pooler"]
 
@@ -64,7 +64,10 @@ class FPNRoIAlign(MultiScaleRoIAlign):
             )
         rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
-        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(self.output_size))
+        shape = (rois.shape[0], feats[0].shape[1]) + tuple(self.output_size)
+        out = feats[0].new_zeros(shape)
+        if is_channels_last(feats[0]):  # keep channels-last features channels-last
+            out = out.contiguous(memory_format=torch.channels_last)
         per_level = []
         for level, (feat, scale) in enumerate(zip(feats, self.scales)):
             idx = torch.where(levels == level)[0]
