@@ -34,6 +34,7 @@ import torch
 
 from multitask.engine.prn_training import people_from_coco_json, prn_assign_ground_truth
 from multitask.modeling.postprocessing.prn import (
+    PRN_INFERENCE_DTYPES,
     PoseResidualNetwork,
     load_prn_state,
     read_prn_weights,
@@ -51,14 +52,18 @@ def parse_args(argv=None):
         default=SNAP_RADIUS,
         help="snap the PRN peak to a candidate within this many cells (0: off)",
     )
+    p.add_argument("--dtype", choices=PRN_INFERENCE_DTYPES, default="float16",
+                   help="storage of the fully connected layers, as MODEL.PRN.INFERENCE_DTYPE "
+                   "(default float16, the model's default at inference)")
     p.add_argument("--output-dir", default="output/prn/eval")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     return p.parse_args(argv)
 
 
-def build_prn(path, device):
-    """The PRN a weights file of ``tools/train_prn.py`` describes, with its weights."""
+def build_prn(path, device, dtype: str = "float32"):
+    """The PRN a weights file of ``tools/train_prn.py`` describes, with its weights, its fully
+    connected layers stored in ``dtype`` (``MODEL.PRN.INFERENCE_DTYPE``)."""
     sd, meta = read_prn_weights(path, key="--weights")
     if "heatmap_size" not in meta or "hidden_dim" not in meta:
         raise SystemExit(
@@ -67,8 +72,10 @@ def build_prn(path, device):
         )
     # what the file does not record takes the default config's value
     recorded = ("heatmap_size", "hidden_dim", "margin", "sigma", "num_keypoints", "variant")
-    net = PoseResidualNetwork(**{k: meta[k] for k in recorded if k in meta})
+    net = PoseResidualNetwork(**{k: meta[k] for k in recorded if k in meta},
+                              inference_dtype=dtype)
     load_prn_state(net, sd, meta, path, key="--weights")
+    net.set_inference_precision(True)
     return net.to(device).eval()
 
 
@@ -116,7 +123,7 @@ def main(argv=None):
         coco_gt = COCO(args.json)
     cat_id = coco_gt.getCatIds(catNms=["person"]) or coco_gt.getCatIds()
     cat_id = cat_id[0]
-    net = build_prn(args.weights, torch.device(args.device))
+    net = build_prn(args.weights, torch.device(args.device), args.dtype)
     images = people_from_coco_json(args.json)
     methods = OrderedDict((m, []) for m in ("prn", "baseline", "oracle"))
     correct = {m: [0, 0] for m in methods}

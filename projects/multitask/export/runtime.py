@@ -124,6 +124,9 @@ class ExportedModel(nn.Module):
             self.runner = _TorchScriptRunner(path, self.meta["outputs"], device)
         self.postprocessors = build_postprocessors(cfg)
         self._load_postprocessors(directory)
+        for module in self.postprocessors.values():  # as the model in eval mode runs them
+            if hasattr(module, "set_inference_precision"):
+                module.set_inference_precision(True)
         self.score_thresh = float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
         baked = float(self.meta.get("score_thresh_test", 0.0))
         if self.score_thresh < baked:

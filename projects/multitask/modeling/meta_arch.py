@@ -95,6 +95,7 @@ class MultiTaskRCNN(nn.Module):
         )
         self.channels_last_inference = bool(cfg.TEST.CHANNELS_LAST)
         self._channels_last = False
+        self._trains = False  # set by train(True): see train()
 
     @property
     def device(self) -> torch.device:
@@ -103,14 +104,22 @@ class MultiTaskRCNN(nn.Module):
     def train(self, mode: bool = True):
         """``nn.Module.train``; with ``TEST.CHANNELS_LAST`` on a CPU model, eval mode also puts
         the backbone's and ROI heads' weights in channels-last memory format and training mode
-        back in NCHW (the values do not change, so neither does ``state_dict()``)."""
+        back in NCHW (the values do not change, so neither does ``state_dict()``). Post-processors
+        with ``set_inference_precision`` (the PRN) are told which mode the model is in, and
+        whether it has trained (``train(True)`` was called: a trainer's model), in which case
+        they keep their float32 weights for the way back."""
         super().train(mode)
+        if mode:  # a model that trains keeps its post-processors' float32 weights while evaluated
+            self._trains = True
         want = (not mode) and self.channels_last_inference and self.device.type == "cpu"
         if want != self._channels_last:
             fmt = torch.channels_last if want else torch.contiguous_format
             self.backbone.to(memory_format=fmt)
             self.roi_heads.to(memory_format=fmt)
             self._channels_last = want
+        for module in self.postprocessors.values():  # e.g. the PRN's float16 layers
+            if hasattr(module, "set_inference_precision"):
+                module.set_inference_precision(not mode, keep_float32=self._trains)
         return self
 
     # -------------------------------------------------------------------------------------
