@@ -61,7 +61,8 @@ def test_json_numbers(tiny_run):
     assert 0 < trk["tracker_over_model"] < 1  # the tracker is cheaper than the model
 
     inf = data["inference"]
-    for name in ("ours_full", "tv_keypointrcnn", "tv_maskrcnn", "tv_maskrcnn+keypointrcnn"):
+    for name in ("ours_full", "ours_full_onnxruntime", "tv_keypointrcnn", "tv_maskrcnn",
+                 "tv_maskrcnn+keypointrcnn"):
         st = inf["models"][name]
         for key in ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms"):
             assert _positive(st[key]), (name, key, st)
@@ -72,8 +73,14 @@ def test_json_numbers(tiny_run):
     # same (forced) person boxes for every model
     assert inf["models"]["ours_full"]["mean_box_wh"] == pytest.approx(
         inf["models"]["tv_keypointrcnn"]["mean_box_wh"], rel=1e-4)
-    for key in ("ours_over_keypointrcnn", "ours_over_maskrcnn_plus_keypointrcnn"):
+    for key in ("ours_over_keypointrcnn", "ours_over_maskrcnn_plus_keypointrcnn",
+                "onnxruntime_over_keypointrcnn", "onnxruntime_over_pytorch"):
         assert _positive(inf["ratios"][key]), key
+    # the exported graph returns the same forced boxes, and its export was timed and sized
+    ort = inf["models"]["ours_full_onnxruntime"]
+    assert ort["mean_box_wh"] == pytest.approx(inf["models"]["ours_full"]["mean_box_wh"],
+                                               rel=1e-4)
+    assert _positive(ort["export_s"]) and _positive(ort["graph_mb"])
 
     train = data["train"]
     for name in ("ours_regular", "ours_full_train", "tv_keypointrcnn", "tv_maskrcnn",

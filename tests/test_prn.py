@@ -362,3 +362,45 @@ def test_train_prn_and_eval_prn_tools(tmp_path):
     bad = subprocess.run(run[:2] + ["--json", str(tmp_path / "nope.json")], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--json: file not found" in bad.stderr
+
+
+def test_float16_layers_at_inference_keep_the_assignment_and_the_training_weights():
+    """MODEL.PRN.INFERENCE_DTYPE float16: the model in eval mode stores the fully connected
+    layers in float16 (half the memory), predicts what float32 predicts to ~1e-3, and a model
+    that trains gets its exact float32 weights back after an evaluation."""
+    from tiny_model import TINY_MODEL
+
+    from multitask.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in TINY_MODEL])
+    cfg.merge_from_list(["MODEL.POSTPROCESSORS", "['PoseResidualNetwork']",
+                         "MODEL.PRN.HEATMAP_SIZE", "[28, 18]", "MODEL.PRN.HIDDEN_DIM", "64"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    prn = model.postprocessors["PoseResidualNetwork"]
+    x = torch.rand(6, 17, 28, 18, generator=torch.Generator().manual_seed(1))
+    prn.eval()  # the network alone: float32
+    ref = prn.predict(x)
+    before = {k: v.clone() for k, v in prn.state_dict().items()}
+    model.train()  # a trainer's model ...
+    model.eval()  # ... evaluated
+    assert prn.fc1.weight.dtype == torch.float16 and prn.fc2.weight.dtype == torch.float16
+    half = prn.predict(x)
+    assert half.dtype == torch.float32
+    assert (half - ref).abs().max() < 2e-3 * ref.abs().max()
+    assert torch.equal(half.flatten(2).argmax(2), ref.flatten(2).argmax(2))
+    model.train()
+    for k, v in prn.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, before[k]), k
+    # an inference-only model keeps nothing aside
+    torch.manual_seed(0)
+    infer = build_model(cfg).eval()
+    p = infer.postprocessors["PoseResidualNetwork"]
+    assert p.fc1.weight.dtype == torch.float16 and p._float32_state is None
+    cfg.MODEL.PRN.INFERENCE_DTYPE = "float32"
+    assert build_model(cfg).eval().postprocessors["PoseResidualNetwork"].fc1.weight.dtype \
+        == torch.float32
+    cfg.MODEL.PRN.INFERENCE_DTYPE = "bfloat8"
+    with pytest.raises(ValueError, match="MODEL.PRN.INFERENCE_DTYPE"):
+        build_model(cfg)

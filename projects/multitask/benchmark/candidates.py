@@ -2,6 +2,7 @@
 random weights, the same input size, RPN / ROI sampling and N-detection forcing; and the
 inference callables the sections time."""
 
+import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, Tuple
@@ -26,7 +27,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from multitask import build_model, get_cfg
 
 from .harness import amp_context, log
-from .inputs import NUM_KEYPOINTS, person_boxes, to_tv_image
+from .inputs import NUM_KEYPOINTS, person_boxes, random_image, to_tv_image
 from .settings import Settings
 from .tiny_model import BENCHMARK_TINY_MODEL
 
@@ -43,6 +44,7 @@ MODEL_LABELS = {
     "ours_full": "ours full (dconv c3-c5 + dconv kp head + PRN + activity)",
     "ours_regular": "ours regular (no dconv, no post-processors)",
     "ours_full_train": "ours full (dconv c3-c5 + dconv kp head)",
+    "ours_full_onnxruntime": "ours full, exported: onnxruntime graph, then PRN + activity",
     "tv_keypointrcnn": "torchvision keypointrcnn_resnet50_fpn",
     "tv_maskrcnn": "torchvision maskrcnn_resnet50_fpn",
     "tv_maskrcnn+keypointrcnn": "torchvision maskrcnn + keypointrcnn (one after the other)",
@@ -82,11 +84,17 @@ def force_person_boxes(roi_heads: nn.Module, s: Settings) -> None:
     handed to the mask/keypoint heads and the output rescaling change, identically for every
     model. Training does not call ``postprocess_detections``."""
     original = roi_heads.postprocess_detections
+    cache: Dict[Tuple[int, int], torch.Tensor] = {}  # made once per size: constants in a trace
+
+    def boxes_for(shape) -> torch.Tensor:
+        key = (int(shape[0]), int(shape[1]))
+        if key not in cache:
+            cache[key] = person_boxes(s.num_people, key, s.seed)
+        return cache[key]
 
     def postprocess_detections(class_logits, box_regression, proposals, image_shapes):
         boxes, scores, labels = original(class_logits, box_regression, proposals, image_shapes)
-        fixed = [person_boxes(s.num_people, shape, s.seed).to(b)[: len(b)]
-                 for b, shape in zip(boxes, image_shapes)]
+        fixed = [boxes_for(shape).to(b)[: len(b)] for b, shape in zip(boxes, image_shapes)]
         return fixed, scores, labels
 
     roi_heads.postprocess_detections = postprocess_detections
@@ -240,12 +248,51 @@ def tv_infer_fn(model, img_bgr: torch.Tensor, s: Settings) -> Callable[[], Tuple
     return fn
 
 
+def onnxruntime_available() -> bool:
+    """Whether the ``ours_full_onnxruntime`` candidate can run (onnxruntime, CPU)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class ModelCache:
-    """Inference models built once and shared by the sections of one run."""
+    """Inference models built once and shared by the sections of one run.
+
+    ``ours_full_onnxruntime`` is ``ours_full`` exported to ONNX (into a temporary folder, removed
+    with the cache) and run by :class:`multitask.export.ExportedModel` with ``s.threads``
+    onnxruntime threads; ``export_info`` then holds the export's time and graph size.
+    """
 
     def __init__(self, s: Settings):
         self.s = s
         self._models: Dict[str, nn.Module] = {}
+        self.export_info: Dict[str, float] = {}
+        self._tmp = None
+
+    def _export_onnx(self) -> nn.Module:
+        import tempfile
+
+        from multitask.export import ExportedModel, export_model
+
+        ours = self.get("ours_full")
+        cfg = our_cfg(self.s, "full", self.s.size)
+        # one plain run first: the forced person boxes are made then, and traced as constants
+        ours_infer_fn(ours, random_image(self.s.size, self.s.seed), self.s)()
+        self._tmp = tempfile.TemporaryDirectory(prefix="multitask_bench_export_")
+        t0 = time.perf_counter()
+        paths = export_model(cfg, ours, self._tmp.name, "onnx", sample_size=self.s.size)
+        self.export_info = {
+            "export_s": time.perf_counter() - t0,
+            "graph_mb": os.path.getsize(paths["graph"]) / 2**20,
+        }
+        exported_cfg = get_cfg()
+        exported_cfg.merge_from_file(paths["config"])
+        model = ExportedModel(exported_cfg, paths["graph"], num_threads=self.s.threads)
+        # the graph's weights are the same network's: report its parameters
+        model.params_m = n_params(ours) / 1e6
+        return model
 
     def get(self, name: str) -> nn.Module:
         if name not in self._models:
@@ -253,12 +300,16 @@ class ModelCache:
             t0 = time.perf_counter()
             if name == "ours_full":
                 self._models[name] = build_ours(self.s, "full", self.s.size)
+            elif name == "ours_full_onnxruntime":
+                self._models[name] = self._export_onnx()
             elif name == "tv_keypointrcnn":
                 self._models[name] = build_tv(self.s, "keypointrcnn", self.s.size)
             elif name == "tv_maskrcnn":
                 self._models[name] = build_tv(self.s, "maskrcnn", self.s.size)
             else:
                 raise KeyError(name)
-            log(f"built {name} ({n_params(self._models[name]) / 1e6:.1f}M parameters) in "
+            params = getattr(self._models[name], "params_m", None) or \
+                n_params(self._models[name]) / 1e6
+            log(f"built {name} ({params:.1f}M parameters) in "
                 f"{time.perf_counter() - t0:.1f} s")
         return self._models[name]

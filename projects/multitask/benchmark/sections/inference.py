@@ -7,14 +7,29 @@ from typing import Dict, Tuple
 
 import torch
 
-from ..candidates import ModelCache, label, n_params, ours_infer_fn, tv_infer_fn
+from ..candidates import (
+    ModelCache,
+    label,
+    n_params,
+    onnxruntime_available,
+    ours_infer_fn,
+    tv_infer_fn,
+)
 from ..harness import log, ratio, run_interleaved, stats_or_error, sum_stats
 from ..inputs import random_image
 from ..report import fmt_ms, fmt_ratio, header, table
 from ..settings import Settings
 
 NAMES = ["ours_full", "tv_keypointrcnn", "tv_maskrcnn"]
+ORT = "ours_full_onnxruntime"
 PAIR = "tv_maskrcnn+keypointrcnn"
+
+
+def _names(s: Settings):
+    """The candidates: the ONNX export run by onnxruntime too, on the CPU when it is installed."""
+    if s.device == "cpu" and onnxruntime_available():
+        return NAMES[:1] + [ORT] + NAMES[1:]
+    return list(NAMES)
 
 
 def _measure(s: Settings,
@@ -23,19 +38,29 @@ def _measure(s: Settings,
     plus the maskrcnn + keypointrcnn pair (per-round sums). Also ``{name: error}``."""
     device = torch.device(s.device)
     img = random_image(s.size, s.seed)
-    models = {k: cache.get(k) for k in NAMES}
-    fns = {
-        "ours_full": ours_infer_fn(models["ours_full"], img, s),
-        "tv_keypointrcnn": tv_infer_fn(models["tv_keypointrcnn"], img, s),
-        "tv_maskrcnn": tv_infer_fn(models["tv_maskrcnn"], img, s),
-    }
-    times, counts, errors = run_interleaved(fns, s, "inference", device)
+    names = _names(s)
+    models, errors = {}, {}
+    for k in names:
+        try:
+            models[k] = cache.get(k)
+        except Exception as exc:  # noqa: BLE001  (an export that fails is reported, not fatal)
+            if k != ORT:
+                raise
+            errors[k] = f"{type(exc).__name__}: {exc}"
+            log(f"inference: {k} FAILED to build: {errors[k]}")
+    fns = {k: (tv_infer_fn if k.startswith("tv_") else ours_infer_fn)(m, img, s)
+           for k, m in models.items()}
+    times, counts, run_errors = run_interleaved(fns, s, "inference", device)
+    errors.update(run_errors)
     res: Dict[str, Dict[str, object]] = {}
-    for k in NAMES:
+    for k in names:
         res[k] = stats_or_error(times, errors, k)
-        res[k]["num_detections"] = [int(c[0]) for c in counts[k]]
-        res[k]["mean_box_wh"] = list(counts[k][-1][1:]) if counts[k] else None
-        res[k]["params_m"] = n_params(models[k]) / 1e6
+        res[k]["num_detections"] = [int(c[0]) for c in counts.get(k, [])]
+        res[k]["mean_box_wh"] = list(counts[k][-1][1:]) if counts.get(k) else None
+        m = models.get(k)
+        res[k]["params_m"] = getattr(m, "params_m", None) or (n_params(m) / 1e6 if m else 0.0)
+    if ORT in res:
+        res[ORT].update(cache.export_info)
     res[PAIR] = sum_stats([res["tv_maskrcnn"], res["tv_keypointrcnn"]])
     res[PAIR]["num_detections"] = [
         min(a, b) for a, b in zip(res["tv_maskrcnn"]["num_detections"],
@@ -50,7 +75,7 @@ def _print(s: Settings, env, res, ok, ratios) -> None:
     """The inference table, the ratio line and the failures."""
     ours = res["ours_full"]
     rows = []
-    for k in NAMES + [PAIR]:
+    for k in [n for n in res if n != PAIR] + [PAIR]:
         st = res[k]
         counts_txt = ",".join(str(c) for c in sorted(set(st["num_detections"]))) or "-"
         wh = st["mean_box_wh"]
@@ -67,6 +92,13 @@ def _print(s: Settings, env, res, ok, ratios) -> None:
           f"{fmt_ratio(ratios['ours_over_keypointrcnn_min'])} (min);  ours / (maskrcnn + "
           f"keypointrcnn) = {fmt_ratio(ratios['ours_over_maskrcnn_plus_keypointrcnn'])} "
           f"(median), {fmt_ratio(ratios['ours_over_maskrcnn_plus_keypointrcnn_min'])} (min)")
+    if ORT in res and "error" not in res[ORT]:
+        e = res[ORT]
+        print(f"onnxruntime / keypointrcnn = {fmt_ratio(ratios['onnxruntime_over_keypointrcnn'])}"
+              f" (median);  onnxruntime / ours in PyTorch = "
+              f"{fmt_ratio(ratios['onnxruntime_over_pytorch'])} (median);  the ONNX export: "
+              f"{e.get('graph_mb', 0):.0f} MB graph, traced and written in "
+              f"{e.get('export_s', 0):.1f} s")
     for k, v in res.items():
         if "error" in v:
             print(f"FAILED {k}: {v['error']}")
@@ -89,6 +121,9 @@ def section_inference(s: Settings, env, cache: ModelCache) -> Dict[str, object]:
         "ours_over_maskrcnn_plus_keypointrcnn": ratio(ours, res[PAIR]),
         "ours_over_maskrcnn_plus_keypointrcnn_min": ratio(ours, res[PAIR], "min_ms"),
     }
+    if ORT in res:
+        ratios["onnxruntime_over_keypointrcnn"] = ratio(res[ORT], res["tv_keypointrcnn"])
+        ratios["onnxruntime_over_pytorch"] = ratio(res[ORT], ours)
     _print(s, env, res, ok, ratios)
     return {"size": list(s.size), "num_people": s.num_people, "boxes": s.boxes, "models": res,
             "detections_ok": ok, "ratios": ratios, "errors": errors}

@@ -232,6 +232,7 @@ class PoseResidualNetwork(nn.Module):
             raise ValueError(f"MODEL.PRN.INFERENCE_DTYPE: '{inference_dtype}' is not one of "
                              f"{PRN_INFERENCE_DTYPES}")
         self.inference_dtype = getattr(torch, inference_dtype)
+        self._float32_state = None  # see set_inference_precision
         self.weights_source = ""
         self.score_thresh = float(score_thresh)
         self.source_box_score_thresh = float(source_score_thresh)
@@ -284,7 +285,7 @@ class PoseResidualNetwork(nn.Module):
             for m in layers:
                 m.to(self.inference_dtype)
         elif not enabled and self.fc1.weight.dtype != torch.float32:
-            kept = getattr(self, "_float32_state", None)
+            kept = self._float32_state
             if kept is not None:
                 for p, data in kept:
                     p.data = data
