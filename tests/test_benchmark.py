@@ -100,7 +100,8 @@ def test_json_numbers(tiny_run):
     assert pp["num_detections"] == [NUM_PEOPLE, NUM_PEOPLE]
 
     mem = data["memory"]
-    for name in ("ours_full", "tv_keypointrcnn", "tv_maskrcnn+keypointrcnn"):
+    for name in ("ours_full", "ours_full_onnxruntime", "tv_keypointrcnn",
+                 "tv_maskrcnn+keypointrcnn"):
         m = mem["models"][name]
         for key in ("peak_rss_mb", "baseline_rss_mb", "peak_minus_baseline_mb", "params_m"):
             assert _positive(m[key]), (name, key, m)

@@ -8,18 +8,50 @@ from typing import Dict
 
 import torch
 
-from ..candidates import build_ours, build_tv, label, n_params, ours_infer_fn, tv_infer_fn
+from ..candidates import (
+    build_ours,
+    build_tv,
+    label,
+    n_params,
+    onnxruntime_available,
+    our_cfg,
+    ours_infer_fn,
+    tv_infer_fn,
+)
 from ..harness import log, peak_rss_mb, ratio, rss_mb, setup_threads, synchronize
 from ..inputs import random_image
 from ..report import fmt_ratio, header, table
 from ..settings import Settings
 
 NAMES = ["ours_full", "tv_keypointrcnn", "tv_maskrcnn+keypointrcnn"]
+ORT = "ours_full_onnxruntime"
 
 
-def _build(s: Settings, name: str, img: torch.Tensor):
+def _export(s: Settings, directory: str) -> float:
+    """Export ``ours_full`` at ``s.memory_size`` into ``directory`` (in this process, so the
+    onnxruntime worker only loads what a deployment loads); returns its parameters (M)."""
+    from multitask.export import export_model
+
+    model = build_ours(s, "full", s.memory_size)
+    ours_infer_fn(model, random_image(s.memory_size, s.seed), s)()  # the forced boxes, first
+    export_model(our_cfg(s, "full", s.memory_size), model, directory, "onnx",
+                 sample_size=s.memory_size)
+    return n_params(model) / 1e6
+
+
+def _build(s: Settings, name: str, img: torch.Tensor, export_dir: str = ""):
     """The models of candidate ``name`` at ``s.memory_size`` and one inference callable each."""
-    if name == "ours_full":
+    if name == ORT:
+        import os
+
+        from multitask import get_cfg
+        from multitask.export import ExportedModel
+
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(export_dir, "config.yaml"))
+        models = [ExportedModel(cfg, num_threads=s.threads)]
+        fns = [ours_infer_fn(models[0], img, s)]
+    elif name == "ours_full":
         models = [build_ours(s, "full", s.memory_size)]
         fns = [ours_infer_fn(models[0], img, s)]
     elif name == "tv_keypointrcnn":
@@ -34,7 +66,7 @@ def _build(s: Settings, name: str, img: torch.Tensor):
     return models, fns
 
 
-def _measure_in_this_process(s: Settings, name: str) -> Dict[str, object]:
+def _measure_in_this_process(s: Settings, name: str, export_dir: str = "") -> Dict[str, object]:
     """Build ``name``, run inference twice, return memory before / after building and the peak."""
     setup_threads(s.threads)
     device = torch.device(s.device)
@@ -42,7 +74,7 @@ def _measure_in_this_process(s: Settings, name: str) -> Dict[str, object]:
     if device.type == "cuda":
         torch.cuda.init()
     baseline = rss_mb()
-    models, fns = _build(s, name, img)
+    models, fns = _build(s, name, img, export_dir)
     after_build = rss_mb()
     cuda = device.type == "cuda"
     cuda_weights = torch.cuda.memory_allocated(device) / 2**20 if cuda else None
@@ -69,10 +101,10 @@ def _measure_in_this_process(s: Settings, name: str) -> Dict[str, object]:
     return out
 
 
-def memory_worker(conn, s: Settings, name: str) -> None:
+def memory_worker(conn, s: Settings, name: str, export_dir: str = "") -> None:
     """Runs in a fresh process: build ``name``, run inference twice, report peak memory."""
     try:
-        conn.send(("ok", _measure_in_this_process(s, name)))
+        conn.send(("ok", _measure_in_this_process(s, name, export_dir)))
     except BaseException:  # report everything, the parent re-raises
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -90,12 +122,12 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
-def _run_worker(ctx, s: Settings, name: str) -> Dict[str, object]:
+def _run_worker(ctx, s: Settings, name: str, export_dir: str = "") -> Dict[str, object]:
     """:func:`memory_worker`'s result for ``name``, or ``{"error": last line}``."""
     log(f"memory: {name} in a fresh process ({ctx.get_start_method()})")
     t0 = time.perf_counter()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=memory_worker, args=(child, s, name))
+    proc = ctx.Process(target=memory_worker, args=(child, s, name, export_dir))
     proc.start()
     child.close()
     try:
@@ -117,7 +149,7 @@ def _print(s: Settings, env, res: Dict[str, Dict[str, object]]) -> None:
     cuda = s.device == "cuda"
     rows = []
     ours = res["ours_full"]
-    for k in NAMES:
+    for k in res:
         r = res[k]
         if "error" in r:
             rows.append([label(k, s), "FAILED"] + [""] * (5 + 2 * cuda))
@@ -147,7 +179,19 @@ def _print(s: Settings, env, res: Dict[str, Dict[str, object]]) -> None:
 def section_memory(s: Settings, env) -> Dict[str, object]:
     """Measure each candidate in a fresh process, print the table."""
     ctx = _mp_context()
-    res = {name: _run_worker(ctx, s, name) for name in NAMES}
+    res = {name: _run_worker(ctx, s, name) for name in NAMES[:1]}
+    if s.device == "cpu" and onnxruntime_available():
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="multitask_bench_memory_") as directory:
+            try:
+                params_m = _export(s, directory)
+                res[ORT] = _run_worker(ctx, s, ORT, directory)
+                if "error" not in res[ORT]:
+                    res[ORT]["params_m"] = params_m  # the graph's network, not only the PRN's
+            except Exception as exc:  # noqa: BLE001  (reported in the table and the JSON)
+                res[ORT] = {"error": f"{type(exc).__name__}: {exc}"}
+    res.update({name: _run_worker(ctx, s, name) for name in NAMES[1:]})
     _print(s, env, res)
     errors = {k: v["error"] for k, v in res.items() if "error" in v}
     return {"size": list(s.memory_size), "num_people": s.num_people, "models": res,
