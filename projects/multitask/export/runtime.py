@@ -17,7 +17,11 @@ import torch
 from torch import nn
 
 from ..modeling.meta_arch import detector_postprocess
-from ..modeling.postprocessing import build_postprocessors, run_postprocessors
+from ..modeling.postprocessing import (
+    build_postprocessors,
+    run_postprocessors,
+    set_postprocessor_precision,
+)
 from .tracing import META_FILE, POSTPROCESSOR_FILE
 
 __all__ = ["ExportedModel", "BACKENDS", "backend_for"]
@@ -124,9 +128,7 @@ class ExportedModel(nn.Module):
             self.runner = _TorchScriptRunner(path, self.meta["outputs"], device)
         self.postprocessors = build_postprocessors(cfg)
         self._load_postprocessors(directory)
-        for module in self.postprocessors.values():  # as the model in eval mode runs them
-            if hasattr(module, "set_inference_precision"):
-                module.set_inference_precision(True)
+        set_postprocessor_precision(self.postprocessors, True)  # as the model in eval mode
         self.score_thresh = float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
         baked = float(self.meta.get("score_thresh_test", 0.0))
         if self.score_thresh < baked:

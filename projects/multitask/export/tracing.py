@@ -146,17 +146,15 @@ def export_onnx(core: InferenceCore, image: torch.Tensor, path: str,
     dynamic = {"image": {1: "height", 2: "width"}}
     for name in core.names:
         dynamic[name] = {0: "detections"}
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp_" + os.path.basename(path))
-    try:
+
+    def write(f) -> None:
         with _tracing():
             torch.onnx.export(
-                core, (image,), tmp, input_names=["image"], output_names=core.names,
+                core, (image,), f, input_names=["image"], output_names=core.names,
                 dynamic_axes=dynamic, opset_version=opset, dynamo=False,
             )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(path, write)
 
 
 def export_torchscript(core: InferenceCore, image: torch.Tensor, path: str) -> None:

@@ -13,7 +13,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from ..structures import Instances
 from .backbone import build_backbone
-from .postprocessing import build_postprocessors, run_postprocessors
+from .postprocessing import build_postprocessors, run_postprocessors, set_postprocessor_precision
 from .roi_heads import build_roi_heads
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,7 @@ class MultiTaskRCNN(nn.Module):
             self.backbone.to(memory_format=fmt)
             self.roi_heads.to(memory_format=fmt)
             self._channels_last = want
-        for module in self.postprocessors.values():  # e.g. the PRN's float16 layers
-            if hasattr(module, "set_inference_precision"):
-                module.set_inference_precision(not mode, keep_float32=self._trains)
+        set_postprocessor_precision(self.postprocessors, not mode, keep_float32=self._trains)
         return self
 
     # -------------------------------------------------------------------------------------

@@ -269,6 +269,18 @@ class _Geometry:
         return torch.matmul(go.view(self.Gw, self.O // self.Gw, -1), c)
 
 
+def _im2col_chunks(g: _Geometry, table, offset, mask):
+    """Yield ``(n, r0, r1, cols)``: for each image ``n`` and chunk of output rows ``[r0, r1)``
+    the im2col rows ``((r1 - r0) * Wo, K * C)`` of the forward pass."""
+    bags_per_row = g.Wo * g.Gp * g.K
+    for n in range(g.N):
+        tab = table[n].view(-1, g.Cs)
+        idx, wts, _ = g.sampling(offset[n], None if mask is None else mask[n], 0)
+        for r0, r1 in g.chunks:
+            bags = slice(r0 * bags_per_row, r1 * bags_per_row)
+            yield n, r0, r1, g.gather(tab, idx[bags], wts[bags])
+
+
 def _forward_channels_last(g: _Geometry, table, offset, mask, weight, bias) -> torch.Tensor:
     """:func:`_forward` for a channels-last input: each chunk's GEMM gives (pixels, O), rows of
     a channels-last output, so the output is channels-last at no cost (one weight group)."""
@@ -276,18 +288,13 @@ def _forward_channels_last(g: _Geometry, table, offset, mask, weight, bias) -> t
                       memory_format=torch.channels_last)
     rows = out.permute(0, 2, 3, 1).view(g.N, g.P, g.O)  # the output's own memory
     wmat = g.weight_matrix(weight)[0]  # (O, L)
-    bags_per_row = g.Wo * g.Gp * g.K
-    for n in range(g.N):
-        tab = table[n].view(-1, g.Cs)
-        idx, wts, _ = g.sampling(offset[n], None if mask is None else mask[n], 0)
-        for r0, r1 in g.chunks:
-            bags = slice(r0 * bags_per_row, r1 * bags_per_row)
-            res = _mm_nt(g.gather(tab, idx[bags], wts[bags]), wmat)  # ((r1 - r0) * Wo, O)
-            dst = rows[n, r0 * g.Wo:r1 * g.Wo]
-            if bias is None:
-                dst.copy_(res)
-            else:
-                torch.add(res, bias, out=dst)
+    for n, r0, r1, cols in _im2col_chunks(g, table, offset, mask):
+        res = _mm_nt(cols, wmat)  # ((r1 - r0) * Wo, O)
+        dst = rows[n, r0 * g.Wo:r1 * g.Wo]
+        if bias is None:
+            dst.copy_(res)
+        else:
+            torch.add(res, bias, out=dst)
     return out
 
 
@@ -300,21 +307,16 @@ def _forward(g: _Geometry, input, offset, mask, weight, bias) -> torch.Tensor:
     wm = g.weight_matrix(weight)
     single = g.N == 1 and len(g.chunks) == 1
     out = None if single else input.new_empty(g.N, g.O, g.P)
-    bags_per_row = g.Wo * g.Gp * g.K
-    for n in range(g.N):
-        tab = table[n].view(-1, g.Cs)
-        idx, wts, _ = g.sampling(offset[n], None if mask is None else mask[n], 0)
-        for r0, r1 in g.chunks:
-            bags = slice(r0 * bags_per_row, r1 * bags_per_row)
-            res = g.gemm(wm, g.gather(tab, idx[bags], wts[bags]))  # (O, (r1 - r0) * Wo)
-            if single:
-                out = res.view(1, g.O, g.P)
-                if bias is not None:
-                    out.add_(bias.view(1, -1, 1))
-            elif bias is None:
-                out[n, :, r0 * g.Wo:r1 * g.Wo].copy_(res)
-            else:
-                torch.add(res, bias.view(-1, 1), out=out[n, :, r0 * g.Wo:r1 * g.Wo])
+    for n, r0, r1, cols in _im2col_chunks(g, table, offset, mask):
+        res = g.gemm(wm, cols)  # (O, (r1 - r0) * Wo)
+        if single:
+            out = res.view(1, g.O, g.P)
+            if bias is not None:
+                out.add_(bias.view(1, -1, 1))
+        elif bias is None:
+            out[n, :, r0 * g.Wo:r1 * g.Wo].copy_(res)
+        else:
+            torch.add(res, bias.view(-1, 1), out=out[n, :, r0 * g.Wo:r1 * g.Wo])
     out = out.view(g.N, g.O, g.Ho, g.Wo)
     # Return a tensor that is not a view: a view made inside an autograd.Function may not be
     # modified in place, and the layers after a conv do that (ReLU(inplace=True)).

@@ -1,4 +1,9 @@
-from .registry import POSTPROCESSOR_REGISTRY, build_postprocessors, run_postprocessors
+from .registry import (
+    POSTPROCESSOR_REGISTRY,
+    build_postprocessors,
+    run_postprocessors,
+    set_postprocessor_precision,
+)
 
 # Importing the modules registers their post-processors ("PoseResidualNetwork",
 # "ActivityClassifier").
@@ -12,6 +17,7 @@ __all__ = [
     "POSTPROCESSOR_REGISTRY",
     "build_postprocessors",
     "run_postprocessors",
+    "set_postprocessor_precision",
     "PoseResidualNetwork",
     "encode_prn_input",
     "encode_prn_inputs",

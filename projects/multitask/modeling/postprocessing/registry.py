@@ -51,3 +51,12 @@ def run_postprocessors(
         for module in postprocessors.values():
             results = module(batched_inputs, results)
     return results
+
+
+def set_postprocessor_precision(postprocessors: nn.ModuleDict, inference: bool,
+                                keep_float32: bool = False) -> None:
+    """Tell each post-processor with a ``set_inference_precision`` (the PRN: float16 layers at
+    inference) whether it runs for inference; ``keep_float32`` for a model that also trains."""
+    for module in postprocessors.values():
+        if hasattr(module, "set_inference_precision"):
+            module.set_inference_precision(inference, keep_float32=keep_float32)

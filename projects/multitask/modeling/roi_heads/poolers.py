@@ -65,9 +65,10 @@ class FPNRoIAlign(MultiScaleRoIAlign):
         rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         shape = (rois.shape[0], feats[0].shape[1]) + tuple(self.output_size)
-        out = feats[0].new_zeros(shape)
-        if is_channels_last(feats[0]):  # keep channels-last features channels-last
-            out = out.contiguous(memory_format=torch.channels_last)
+        # channels-last features give a channels-last output
+        fmt = torch.channels_last if is_channels_last(feats[0]) else torch.contiguous_format
+        out = torch.empty(shape, dtype=feats[0].dtype, device=feats[0].device,
+                          memory_format=fmt).zero_()
         per_level = []
         for level, (feat, scale) in enumerate(zip(feats, self.scales)):
             idx = torch.where(levels == level)[0]
