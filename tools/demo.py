@@ -65,7 +65,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from multitask.data import ImageReadError, read_image
 from multitask.engine import DefaultPredictor
-from multitask.engine.defaults import seed_all, setup_cfg, split_trailing_overrides
+from multitask.engine.defaults import parse_args_with_trailing_overrides, seed_all, setup_cfg
 from multitask.engine.predictor import PREDICTOR_BACKENDS
 from multitask.engine.video import VideoInputError, VideoRunner, VideoSource
 from multitask.engine.video_output import TrackedVideoWriter
@@ -142,11 +142,8 @@ def get_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv``; the first token shaped like a config key (``MODEL.WEIGHTS``) that is not an
     existing path starts the overrides, so they can trail a ``--input`` list."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, overrides = split_trailing_overrides(argv, _VALUE_OPTIONS)
     parser = get_parser()
-    args = parser.parse_args(own)
-    args.opts = list(args.opts or []) + overrides
+    args = parse_args_with_trailing_overrides(parser, argv, _VALUE_OPTIONS)
     if args.json and not args.output:
         parser.error("--json needs --output (the folder or file the results go to)")
     if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):

@@ -52,7 +52,7 @@ from multitask.data.synthetic.video import (
     VIDEO_FILENAME,
     read_mot_gt,
 )
-from multitask.engine.defaults import setup_cfg, split_trailing_overrides
+from multitask.engine.defaults import parse_args_with_trailing_overrides, setup_cfg
 from multitask.engine.video import VideoRunner
 from multitask.engine.video_output import TrackedVideoWriter, read_records
 from multitask.tracking import box_iou
@@ -389,12 +389,8 @@ def get_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv``; the first token shaped like a config key that is not an existing path
     starts the config overrides."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, overrides = split_trailing_overrides(
-        argv, ("--output-dir", "--config-file", "--keypoint-threshold"))
-    args = get_parser().parse_args(own)
-    args.opts = list(args.opts or []) + overrides
-    return args
+    return parse_args_with_trailing_overrides(
+        get_parser(), argv, ("--output-dir", "--config-file", "--keypoint-threshold"))
 
 
 def load_records(args, cfg, clips: Sequence[Clip]) -> List[List[Dict]]:

@@ -42,7 +42,7 @@ from tabulate import tabulate
 from multitask.data import ImageReadError, read_image
 from multitask.data.mapper import build_augmentation
 from multitask.engine import MultiTaskCheckpointer, setup_cfg
-from multitask.engine.defaults import split_trailing_overrides
+from multitask.engine.defaults import parse_args_with_trailing_overrides
 from multitask.engine.postprocessor_fit import check_postprocessor_weights
 from multitask.export import EXPORT_FORMATS, ExportedModel, export_model
 from multitask.modeling import build_model
@@ -73,11 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config overrides, e.g. MODEL.WEIGHTS model_final.pth (they may "
                         "also follow the --check list)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, overrides = split_trailing_overrides(argv, _VALUE_OPTIONS)
-    args = parser.parse_args(own)
-    args.opts = list(args.opts or []) + overrides
-    return args
+    return parse_args_with_trailing_overrides(parser, argv, _VALUE_OPTIONS)
 
 
 def build_trained_model(cfg):

@@ -257,6 +257,20 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def export_ours_onnx(s: Settings, model, size: Tuple[int, int], directory: str) -> Dict[str, str]:
+    """Export our full ``model`` at ``size`` into ``directory`` (``export_model``'s paths). One
+    plain run comes first: the forced person boxes are made then, and traced as constants."""
+    from multitask.export import export_model
+
+    ours_infer_fn(model, random_image(size, s.seed), s)()
+    return export_model(our_cfg(s, "full", size), model, directory, "onnx", sample_size=size)
+
+
+def params_m(model) -> float:
+    """Parameters in millions; an exported model reports those of the network in its graph."""
+    return getattr(model, "params_m", None) or n_params(model) / 1e6
+
+
 class ModelCache:
     """Inference models built once and shared by the sections of one run.
 
@@ -274,15 +288,12 @@ class ModelCache:
     def _export_onnx(self) -> nn.Module:
         import tempfile
 
-        from multitask.export import ExportedModel, export_model
+        from multitask.export import ExportedModel
 
         ours = self.get("ours_full")
-        cfg = our_cfg(self.s, "full", self.s.size)
-        # one plain run first: the forced person boxes are made then, and traced as constants
-        ours_infer_fn(ours, random_image(self.s.size, self.s.seed), self.s)()
         self._tmp = tempfile.TemporaryDirectory(prefix="multitask_bench_export_")
         t0 = time.perf_counter()
-        paths = export_model(cfg, ours, self._tmp.name, "onnx", sample_size=self.s.size)
+        paths = export_ours_onnx(self.s, ours, self.s.size, self._tmp.name)
         self.export_info = {
             "export_s": time.perf_counter() - t0,
             "graph_mb": os.path.getsize(paths["graph"]) / 2**20,
@@ -308,8 +319,6 @@ class ModelCache:
                 self._models[name] = build_tv(self.s, "maskrcnn", self.s.size)
             else:
                 raise KeyError(name)
-            params = getattr(self._models[name], "params_m", None) or \
-                n_params(self._models[name]) / 1e6
-            log(f"built {name} ({params:.1f}M parameters) in "
+            log(f"built {name} ({params_m(self._models[name]):.1f}M parameters) in "
                 f"{time.perf_counter() - t0:.1f} s")
         return self._models[name]

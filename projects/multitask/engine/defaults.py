@@ -6,7 +6,7 @@ import os
 import random
 import re
 import sys
-from typing import List, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -67,23 +67,29 @@ def default_argument_parser(description: str = "multitask training and evaluatio
 _CFG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 
 
-def split_trailing_overrides(argv: Sequence[str],
-                             value_options: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
-    """Split a command line before its trailing ``KEY VALUE`` config overrides.
+def parse_args_with_trailing_overrides(parser: argparse.ArgumentParser,
+                                       argv: Optional[Sequence[str]] = None,
+                                       value_options: Sequence[str] = ()) -> argparse.Namespace:
+    """``parser.parse_args`` for a command line that ends in ``KEY VALUE`` config overrides,
+    which land in ``args.opts`` (after any given with ``--opts``).
 
     The first token shaped like a config key (``MODEL.WEIGHTS``) that is not an existing path
     and not the value of one of ``value_options`` starts the overrides, so they may follow an
     option that takes several values (``--input a.jpg b.jpg MODEL.WEIGHTS m.pth``). A ``--opts``
-    token ends the search (argparse takes what follows it). Returns ``(options, overrides)``.
+    token ends the search (argparse takes what follows it). ``argv``: default ``sys.argv[1:]``.
     """
-    argv = list(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = len(argv)
     for i, tok in enumerate(argv):
         if tok == "--opts":
             break
         after_value_option = i > 0 and argv[i - 1] in value_options
         if _CFG_KEY.match(tok) and not after_value_option and not os.path.exists(tok):
-            return argv[:i], argv[i:]
-    return argv, []
+            split = i
+            break
+    args = parser.parse_args(argv[:split])
+    args.opts = list(getattr(args, "opts", None) or []) + argv[split:]
+    return args
 
 
 def setup_cfg(args, freeze: bool = True):

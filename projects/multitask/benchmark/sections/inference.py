@@ -10,9 +10,9 @@ import torch
 from ..candidates import (
     ModelCache,
     label,
-    n_params,
     onnxruntime_available,
     ours_infer_fn,
+    params_m,
     tv_infer_fn,
 )
 from ..harness import log, ratio, run_interleaved, stats_or_error, sum_stats
@@ -57,8 +57,7 @@ def _measure(s: Settings,
         res[k] = stats_or_error(times, errors, k)
         res[k]["num_detections"] = [int(c[0]) for c in counts.get(k, [])]
         res[k]["mean_box_wh"] = list(counts[k][-1][1:]) if counts.get(k) else None
-        m = models.get(k)
-        res[k]["params_m"] = getattr(m, "params_m", None) or (n_params(m) / 1e6 if m else 0.0)
+        res[k]["params_m"] = params_m(models[k]) if k in models else 0.0
     if ORT in res:
         res[ORT].update(cache.export_info)
     res[PAIR] = sum_stats([res["tv_maskrcnn"], res["tv_keypointrcnn"]])

@@ -11,10 +11,10 @@ import torch
 from ..candidates import (
     build_ours,
     build_tv,
+    export_ours_onnx,
     label,
     n_params,
     onnxruntime_available,
-    our_cfg,
     ours_infer_fn,
     tv_infer_fn,
 )
@@ -30,12 +30,8 @@ ORT = "ours_full_onnxruntime"
 def _export(s: Settings, directory: str) -> float:
     """Export ``ours_full`` at ``s.memory_size`` into ``directory`` (in this process, so the
     onnxruntime worker only loads what a deployment loads); returns its parameters (M)."""
-    from multitask.export import export_model
-
     model = build_ours(s, "full", s.memory_size)
-    ours_infer_fn(model, random_image(s.memory_size, s.seed), s)()  # the forced boxes, first
-    export_model(our_cfg(s, "full", s.memory_size), model, directory, "onnx",
-                 sample_size=s.memory_size)
+    export_ours_onnx(s, model, s.memory_size, directory)
     return n_params(model) / 1e6
 
 
