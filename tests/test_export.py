@@ -11,7 +11,7 @@ import stat
 import pytest
 import torch
 from shared_data import COCO_MINI_VAL_IMAGES
-from tiny_model import TINY_MODEL
+from tiny_model import TINY_MODEL, random_deform_offsets
 
 from multitask.config import get_cfg
 from multitask.data import read_image
@@ -31,8 +31,7 @@ TOL = 1e-3
 
 def _cfg(*extra):
     cfg = get_cfg()
-    cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in TINY_MODEL])
-    cfg.merge_from_list([
+    cfg.merge_from_list(TINY_MODEL + [
         "MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, True, True, True]",
         "MODEL.ROI_KEYPOINT_HEAD.DEFORM_ON", "True",
         "MODEL.FPN.NORM", "GN",
@@ -51,13 +50,7 @@ def _cfg(*extra):
 def _model(cfg):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():  # deformable convs that really deform
-        if hasattr(m, "conv_offset"):
-            with torch.no_grad():
-                m.conv_offset.weight.copy_(
-                    torch.randn(m.conv_offset.weight.shape, generator=g) * 0.02
-                )
+    random_deform_offsets(model, torch.Generator().manual_seed(1), 0.02)
     return model
 
 

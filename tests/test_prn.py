@@ -373,9 +373,9 @@ def test_float16_layers_at_inference_keep_the_assignment_and_the_training_weight
     from multitask.modeling import build_model
 
     cfg = get_cfg()
-    cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in TINY_MODEL])
-    cfg.merge_from_list(["MODEL.POSTPROCESSORS", "['PoseResidualNetwork']",
-                         "MODEL.PRN.HEATMAP_SIZE", "[28, 18]", "MODEL.PRN.HIDDEN_DIM", "64"])
+    cfg.merge_from_list(TINY_MODEL + ["MODEL.POSTPROCESSORS", "['PoseResidualNetwork']",
+                                      "MODEL.PRN.HEATMAP_SIZE", "[28, 18]",
+                                      "MODEL.PRN.HIDDEN_DIM", "64"])
     torch.manual_seed(0)
     model = build_model(cfg)
     prn = model.postprocessors["PoseResidualNetwork"]

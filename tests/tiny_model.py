@@ -13,10 +13,12 @@ overrides that train and evaluate on them.
 from pathlib import Path
 from typing import List, Sequence
 
+import torch
+
 from multitask.benchmark.tiny_model import TINY_MODEL
 from multitask.data.synthetic import generate_synthetic_people
 
-__all__ = ["TINY_MODEL", "small_synthetic_people", "small_training"]
+__all__ = ["TINY_MODEL", "small_synthetic_people", "small_training", "random_deform_offsets"]
 
 
 def small_synthetic_people(out_dir, num_images: int = 4, seed: int = 3) -> str:
@@ -48,3 +50,14 @@ def small_training(name: str, json_file, out_dir, max_iter: int = 1,
         "OUTPUT_DIR", str(out_dir),
         *extra,
     ]  # fmt: skip
+
+
+def random_deform_offsets(model: torch.nn.Module, generator: torch.Generator,
+                          std: float) -> None:
+    """Give every deformable conv's offset branch random weights (``std``): built, they are zero
+    and the convs equal plain ones; tests of the deformable paths need them to deform."""
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "conv_offset"):
+                m.conv_offset.weight.copy_(
+                    torch.randn(m.conv_offset.weight.shape, generator=generator) * std)
